@@ -1,0 +1,42 @@
+# The two commands in the README: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast browser benchmarks clean
+
+# torch==2.13.0 first: it is the CPU wheel on the reference machine, and the project's
+# "torch>=2.4" is then already satisfied, so pip never fetches a multi-GB CUDA build.
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed: make PYTHON=/path/to/python3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The main job: index the sample corpus (incremental), then answer a sample query.
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/ragapp index corpora --name sample
+	HF_HUB_OFFLINE=1 $(BIN)/ragapp search "How do I keep an index in step with a folder?" --index sample
+
+# Headless Chromium for the browser test comes from Debian (Playwright cannot download browsers here).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  command -v apt-get >/dev/null || { echo "install Chromium so that /usr/bin/chromium exists"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not browser"
+
+benchmarks: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

