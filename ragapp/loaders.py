@@ -1,0 +1,406 @@
+"""Files → `Document`s: PDF (one per page), plain text and Markdown, HTML (visible text), DOCX.
+
+Every problem with one file becomes a `LoaderError` whose message is one line, `PATH: reason; fix`,
+so that indexing reports it and goes on with the next file. The reasons are the module-level
+message constants below; the README's table of error messages is made from them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import os
+import re
+from pathlib import Path
+
+from ragapp.config import DEFAULT_MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
+from ragapp.errors import InvalidInput, LoaderError
+from ragapp.types import Document
+
+log = logging.getLogger(__name__)
+
+TEXT_EXTENSIONS = (".txt", ".md", ".markdown")
+HTML_EXTENSIONS = (".html", ".htm")
+
+# The reasons, one place, so that the messages stay consistent and the tests check them exactly.
+UNSUPPORTED = "unsupported file type {ext!r}; supported: " + " ".join(SUPPORTED_EXTENSIONS)
+NOT_FOUND = "file not found"
+NOT_A_FILE = "not a regular file"
+PERMISSION = "permission denied; make the file readable (chmod a+r) or move it out of the folder"
+TOO_LARGE = "file is {size} MB, over the {limit} MB limit; raise it with --max-file-mb"
+EMPTY = "empty file"
+NO_TEXT = "no text to index (only whitespace or markup)"
+BINARY = "binary data, not text; check the file extension"
+PDF_CORRUPT = "corrupt PDF, cannot be parsed; repair it (qpdf in.pdf fixed.pdf) or export it again"
+PDF_ENCRYPTED = "encrypted PDF; decrypt it first (qpdf --decrypt --password=PASSWORD in.pdf out.pdf)"
+PDF_AES = "encrypted PDF (AES) needs the cryptography package; pip install cryptography"
+PDF_NO_TEXT = "no extractable text; scanned pages need OCR (e.g. ocrmypdf in.pdf out.pdf)"
+DOCX_CORRUPT = "corrupt DOCX, not a valid Word document; save it again from Word or LibreOffice"
+
+
+def _fail(path: Path, reason: str) -> LoaderError:
+    # repr() only for names with control characters, so the message stays one line.
+    name = str(path)
+    if any(ch in name for ch in "\n\r\t"):
+        name = repr(name)
+    return LoaderError(f"{name}: {reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder scan
+
+
+def _is_hidden(name: str) -> bool:
+    # "~$name.docx" are Office's lock files: they sit next to an open document and are not documents.
+    return name.startswith(".") or name.startswith("~$")
+
+
+def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(supported files, unsupported files), both sorted; recursive; hidden files and folders ignored.
+
+    Symlinked files are followed, symlinked folders are not (they can form loops).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InvalidInput(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: not a folder; pass the folder that holds your documents")
+    supported: list[Path] = []
+    skipped: list[Path] = []
+
+    def on_error(err: OSError) -> None:
+        log.warning("%s: cannot list folder (%s); its files are not indexed", err.filename, err.strerror)
+
+    for root, dirs, files in os.walk(folder, onerror=on_error):
+        dirs[:] = [d for d in dirs if not _is_hidden(d)]
+        for name in files:
+            if _is_hidden(name):
+                continue
+            path = Path(root, name)
+            if not path.is_file():  # broken symlink, socket, fifo
+                continue
+            (supported if path.suffix.lower() in SUPPORTED_EXTENSIONS else skipped).append(path)
+    return sorted(supported), sorted(skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def load_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Document]:
+    """Read one file into Documents (one per PDF page with text; one for other formats).
+
+    Raises LoaderError with a one-line `PATH: reason; fix` message for any file that cannot be read.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise _fail(path, UNSUPPORTED.format(ext=ext or "(none)"))
+    data = _read_bytes(path, max_bytes)
+    source = str(path)
+    if ext == ".pdf":
+        return _load_pdf(path, data, source)
+    if ext == ".docx":
+        return [_load_docx(path, data, source)]
+    if ext in HTML_EXTENSIONS:
+        return [_load_html(path, data, source)]
+    return [_load_text(path, data, source, ext)]
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    try:
+        st = path.stat()
+        if not path.is_file():
+            raise _fail(path, NOT_A_FILE)
+        if st.st_size > max_bytes:
+            raise _fail(path, TOO_LARGE.format(size=_mb(st.st_size), limit=_mb(max_bytes)))
+        if st.st_size == 0:
+            raise _fail(path, EMPTY)
+        with open(path, "rb") as f:
+            # Read at most one byte past the limit: the file may have grown since stat().
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise _fail(path, NOT_FOUND) from None
+    except PermissionError:
+        raise _fail(path, PERMISSION) from None
+    except IsADirectoryError:
+        raise _fail(path, NOT_A_FILE) from None
+    if len(data) > max_bytes:
+        raise _fail(path, TOO_LARGE.format(size=_mb(len(data)), limit=_mb(max_bytes)))
+    if not data:
+        raise _fail(path, EMPTY)
+    return data
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Text and Markdown
+
+_BOMS = (  # UTF-32 LE starts with the UTF-16 LE BOM, so it is tried first.
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Control characters that never occur in text (tab, newlines, form feed and ESC do), C1 controls,
+# and the replacement character: many of them mean the bytes were not text in this encoding.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f-\x9f\ufffd]")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+
+
+def _looks_like_text(text: str) -> bool:
+    sample = text[:65536]
+    return len(_NOT_TEXT.findall(sample)) <= 0.02 * max(len(sample), 1)
+
+
+def _detect_legacy(data: bytes) -> str | None:
+    """The encoding of bytes that are not UTF-8, or None when they are not text at all."""
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(data)
+    best = matches.best()
+    if best is None:
+        return None
+    # charset-normalizer often ranks a Baltic or Central-European code page first for short Western
+    # text (English cp1252 came out as cp1257, garbling "é"). Windows-1252 is by far the most common
+    # legacy encoding, so prefer it whenever it fits the bytes about as well and reads as coherently.
+    for m in matches:
+        if (
+            "cp1252" in m.could_be_from_charset
+            and m.chaos <= best.chaos + 0.05
+            and m.coherence >= best.coherence
+        ):
+            return "cp1252"
+    return best.encoding
+
+
+def decode_text(data: bytes, path: Path, declared: str | None = None) -> tuple[str, str]:
+    """Bytes → (text, encoding): BOM, then a declared charset, then UTF-8, then detection.
+
+    Strict UTF-8 comes before statistical detection because legacy-encoded text with any byte
+    above 127 essentially never decodes as valid UTF-8, while detection on short files guesses.
+    """
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(enc), enc.replace("-sig", "")
+            except UnicodeDecodeError:
+                raise _fail(path, BINARY) from None
+    if b"\x00" in data:
+        # NUL bytes: UTF-16/32 without a BOM, or not text at all.
+        enc = _detect_legacy(data)
+        if enc is None or not enc.startswith(("utf_16", "utf_32")):
+            raise _fail(path, BINARY)
+        text = data.decode(enc, errors="replace")
+        if not _looks_like_text(text):
+            raise _fail(path, BINARY)
+        return text, enc
+    candidates = [declared] if declared else []
+    for enc in [*candidates, "utf-8"]:
+        try:
+            text = data.decode(enc)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        if _looks_like_text(text):
+            return text, enc.lower()
+    enc = _detect_legacy(data)
+    if enc is None:
+        raise _fail(path, BINARY)
+    text = data.decode(enc, errors="replace")
+    if not _looks_like_text(text):
+        raise _fail(path, BINARY)
+    return text, enc
+
+
+def _clean(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "").replace("\x00", "")
+
+
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _load_text(path: Path, data: bytes, source: str, ext: str) -> Document:
+    text, enc = decode_text(data, path)
+    text = _clean(text)
+    if not text.strip():
+        raise _fail(path, NO_TEXT)
+    fmt = "text" if ext == ".txt" else "markdown"
+    meta: dict = {"format": fmt, "encoding": enc}
+    if fmt == "markdown" and (m := _MD_HEADING.search(text)):
+        meta["title"] = m.group(1).strip()
+    return Document(text=text, source=source, page=None, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_INVISIBLE_TAGS = ["script", "style", "noscript", "template", "head", "svg", "canvas", "iframe", "object"]
+_BLOCK_TAGS = [
+    "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog", "div", "dl",
+    "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+    "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tr", "ul",
+]  # fmt: skip
+_LINE, _PARA = "\x01", "\x02"  # break marks; removed from the markup before parsing
+_BREAKS = re.compile("[ \x01\x02]*[\x01\x02][ \x01\x02]*")
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+
+
+def _html_parser() -> str:
+    try:
+        import lxml  # noqa: F401  (several times faster than the standard library's parser)
+
+        return "lxml"
+    except ImportError:
+        return "html.parser"
+
+
+def _load_html(path: Path, data: bytes, source: str) -> Document:
+    from bs4 import BeautifulSoup
+
+    head = data[:4096]
+    declared = m.group(1).decode("ascii", "replace") if (m := _META_CHARSET.search(head)) else None
+    markup, enc = decode_text(data, path, declared=declared)
+    markup = _clean(markup).replace(_LINE, "").replace(_PARA, "")
+    soup = BeautifulSoup(markup, _html_parser())
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup(_INVISIBLE_TAGS):
+        tag.decompose()
+    # Elements the author hid are not visible text either.
+    for tag in soup.find_all(lambda t: t.has_attr("hidden") or _HIDDEN_STYLE.search(t.get("style", ""))):
+        tag.decompose()
+    # Mark line and paragraph breaks, collapse the source's own whitespace (not significant in
+    # HTML), then turn each run of marks into one break: block elements make paragraphs, while
+    # inline ones (<a>, <b>) stay inside their sentence.
+    for pre in soup.find_all("pre"):
+        for s in pre.find_all(string=True):
+            s.replace_with(s.replace("\n", _LINE))
+    for br in soup.find_all("br"):
+        br.replace_with(_LINE)
+    for cell in soup.find_all(["td", "th"]):
+        cell.insert_after(" ")
+    for tag in soup.find_all(_BLOCK_TAGS):
+        mark = _LINE if tag.name in ("li", "tr", "dt", "dd") else _PARA
+        tag.insert_before(mark)
+        tag.insert_after(mark)
+    text = re.sub(r"\s+", " ", soup.get_text())
+    text = _BREAKS.sub(lambda m: "\n\n" if _PARA in m.group() else "\n", text).strip()
+    if not text:
+        raise _fail(path, NO_TEXT)
+    meta: dict = {"format": "html", "encoding": enc}
+    if title:
+        meta["title"] = title
+    return Document(text=text, source=source, page=None, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# DOCX
+
+
+def _load_docx(path: Path, data: bytes, source: str) -> Document:
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        parts: list[str] = []
+        # Paragraphs and tables in the order they appear in the body.
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                parts.extend(_docx_table_rows(block))
+            elif block.text.strip():
+                parts.append(block.text.strip())
+        title = (document.core_properties.title or "").strip()
+    except Exception:  # python-docx raises zipfile, KeyError, lxml and its own errors on bad files
+        raise _fail(path, DOCX_CORRUPT) from None
+    text = _clean("\n".join(parts))
+    if not text.strip():
+        raise _fail(path, NO_TEXT)
+    meta: dict = {"format": "docx"}
+    if title:
+        meta["title"] = title
+    return Document(text=text, source=source, page=None, metadata=meta)
+
+
+def _docx_table_rows(table) -> list[str]:
+    rows = []
+    for row in table.rows:
+        cells, seen = [], set()
+        for cell in row.cells:
+            if id(cell._tc) in seen:  # a merged cell is returned once per grid column it spans
+                continue
+            seen.add(id(cell._tc))
+            if t := " ".join(cell.text.split()):
+                cells.append(t)
+        if cells:
+            rows.append(" | ".join(cells))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# PDF
+
+
+def _quiet_pypdf() -> None:
+    # pypdf logs a WARNING for every recoverable flaw in a file; with no logging configured Python
+    # prints them to stderr, burying the one-line report. Real failures still raise.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+def _load_pdf(path: Path, data: bytes, source: str) -> list[Document]:
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
+    _quiet_pypdf()
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            # Many PDFs are encrypted only to restrict printing or copying and open with the empty
+            # user password; only a real password stops us.
+            try:
+                if not reader.decrypt(""):
+                    raise _fail(path, PDF_ENCRYPTED)
+            except DependencyError:
+                raise _fail(path, PDF_AES) from None
+        pages = reader.pages
+        n_pages = len(pages)
+        title = _pdf_title(reader)
+    except LoaderError:
+        raise
+    except FileNotDecryptedError:
+        raise _fail(path, PDF_ENCRYPTED) from None
+    except DependencyError:
+        raise _fail(path, PDF_AES) from None
+    except Exception:  # pypdf raises many types (PdfReadError, ValueError, KeyError...) on bad files
+        raise _fail(path, PDF_CORRUPT) from None
+
+    docs: list[Document] = []
+    failed = 0
+    for number in range(1, n_pages + 1):
+        try:
+            text = pages[number - 1].extract_text()
+        except Exception as e:  # one damaged page must not cost the others
+            failed += 1
+            log.warning("%s: page %d skipped, its text cannot be extracted (%s)", source, number, e)
+            continue
+        text = _clean(text or "")
+        if text.strip():
+            meta: dict = {"format": "pdf", "pages": n_pages}
+            if title:
+                meta["title"] = title
+            docs.append(Document(text=text, source=source, page=number, metadata=meta))
+    if not docs:
+        raise _fail(path, PDF_CORRUPT if failed == n_pages and n_pages else PDF_NO_TEXT)
+    return docs
+
+
+def _pdf_title(reader) -> str:
+    try:
+        meta = reader.metadata
+        return str(meta.title).strip() if meta and meta.title else ""
+    except Exception:  # a broken info dictionary is not worth failing the file for
+        return ""
