@@ -1,0 +1,79 @@
+"""Our own `llm` checkpoint: a folder written by llm.checkpoint.save_pretrained (the default model)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ragapp.errors import GeneratorError
+from ragapp.generator import Generator, Messages, StopFilter, check_generation_args
+
+END = "<|end|>"  # closes a turn in llm's chat template (llm.tokenizer.CHAT_TEMPLATE)
+
+
+class LLMGenerator(Generator):
+    def __init__(self, path: Path, device: str | None = None):
+        super().__init__()
+        path = Path(path).expanduser()
+        if not (path / "config.json").is_file():
+            raise GeneratorError(
+                f"no llm checkpoint at {path} (config.json missing); train one with `llm` or pass --model FOLDER, "
+                "or use --backend hf / --backend openai"
+            )
+        import torch
+        from llm.checkpoint import load_pretrained
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.model, self.tokenizer = load_pretrained(path, device=self.device)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise GeneratorError(f"cannot load the llm checkpoint at {path}: {e}") from e
+        self.model.eval()
+        self.name = path.name
+        self.path = path
+        self.context_tokens = int(self.model.config.max_seq_len)
+        self.prefix_lm = bool(getattr(self.model.config, "prefix_lm", False))
+        self.special_tokens = tuple(self.tokenizer.all_special_tokens) + tuple(
+            str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+        )
+        if not getattr(self.tokenizer, "chat_template", None):
+            from llm.tokenizer import CHAT_TEMPLATE
+
+            self.tokenizer.chat_template = CHAT_TEMPLATE
+
+    def render(self, messages: Messages) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def stream(
+        self, messages: Messages, *, max_new_tokens: int = 256, temperature: float = 0.0, stop: Sequence[str] = ()
+    ) -> Iterator[str]:
+        from llm.generate import stream
+
+        check_generation_args(max_new_tokens, temperature)
+        prompt = self.render(messages)  # ends with "<|assistant|>\n": the whole prompt is the prefix
+        n = self.count_tokens(prompt)
+        budget = self.context_tokens - n
+        if budget < 1:
+            raise GeneratorError(f"the prompt has {n} tokens; {self.name} reads at most {self.context_tokens}")
+        stops = [END, *stop]
+        filt = StopFilter(stops)
+        with self.lock:
+            pieces = stream(
+                self.model, self.tokenizer, prompt, max_new_tokens=min(max_new_tokens, budget),
+                temperature=temperature, stop=stops, prefix_lm=self.prefix_lm,
+            )
+            try:
+                for piece in pieces:
+                    out = filt.feed(piece)
+                    if out:
+                        yield out
+                    if filt.stopped:
+                        break
+                tail = filt.flush()
+                if tail:
+                    yield tail
+            finally:
+                pieces.close() if hasattr(pieces, "close") else None
