@@ -97,11 +97,11 @@ class Index:
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, name: str, index_dir: Path = DEFAULT_INDEX_DIR, embedder: Any = None) -> Index:
+    def open(cls, name: str, index_dir: Path = DEFAULT_INDEX_DIR, embedder: Any = None, _root: Path | None = None) -> Index:
         index_dir = Path(index_dir)
         check_name(name)
         _recover_swap(index_dir, name)
-        root = index_dir / name
+        root = _root or index_dir / name
         if not (root / MANIFEST).exists():
             have = list_indexes(index_dir)
             hint = f"; indexes here: {', '.join(have)}" if have else ""
@@ -127,6 +127,7 @@ class Index:
         chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         overlap: int = DEFAULT_CHUNK_OVERLAP,
         vector_kind: str = "flat",
+        _root: Path | None = None,
     ) -> Index:
         from ragapp.vectors import VECTOR_KINDS
 
@@ -138,7 +139,7 @@ class Index:
             raise InvalidInput(f"--chunk-tokens {chunk_tokens} is too small; use at least 16")
         if not 0 <= overlap < chunk_tokens:
             raise InvalidInput(f"--overlap {overlap} must be at least 0 and below --chunk-tokens {chunk_tokens}")
-        root = index_dir / name
+        root = _root or index_dir / name
         if (root / MANIFEST).exists():
             raise InvalidInput(f"index '{name}' already exists in {index_dir}; remove it first (ragapp remove {name})")
         # An Embedder object fixes the dimension now; a name leaves it to the first sync.
@@ -236,19 +237,19 @@ class Index:
             fh.close()
 
     def sync(self, folder: Path, embedder: Embedder | None = None, progress: bool = True,
-             max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> SyncReport:
-        """Bring the index in step with `folder`: see ragapp.sync."""
+             max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:
+        """Bring the index in step with `folder`: see ragapp.sync. `log` gets one line per bad file."""
         from ragapp.sync import sync_folder
 
-        return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes)
+        return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes, log=log)
 
     def add_files(self, paths: list[Path], base: Path | None = None, embedder: Embedder | None = None,
-                  progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> SyncReport:
+                  progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:
         """Add or replace these files only (the upload path); other files stay as they are."""
         from ragapp.sync import add_files
 
         return add_files(self, [Path(p) for p in paths], base=base, embedder=embedder, progress=progress,
-                         max_bytes=max_bytes)
+                         max_bytes=max_bytes, log=log)
 
     def remove_files(self, sources: list[str]) -> int:
         """Remove files by their stored source path; returns the number of chunks removed."""
@@ -396,6 +397,78 @@ def remove_index(name: str, index_dir: Path = DEFAULT_INDEX_DIR) -> None:
         os.replace(root, trash)
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(root.with_name(f".{name}.rebuild"), ignore_errors=True)
+
+
+def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, embedder: str | None = None,
+                  chunk_tokens: int | None = None, overlap: int | None = None, vector_kind: str | None = None,
+                  progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None,
+                  embedder_obj: Embedder | None = None) -> SyncReport:
+    """Re-embed everything into `.NAME.rebuild/`, then swap it in place of NAME.
+
+    The old index stays whole and usable until the new one is complete. An interrupted rebuild
+    resumes where it stopped (the rebuild directory is an index synced like any other). Files
+    of the old index that are not in `folder` (uploads, other folders) are carried over from
+    their stored chunk texts, re-embedded: nothing stored is lost."""
+    index_dir = Path(index_dir)
+    check_name(name)
+    _recover_swap(index_dir, name)
+    old = Index.open(name, index_dir) if (index_dir / name / MANIFEST).exists() else None
+    params = {
+        "embedder": embedder_obj or canonical_name(embedder or (old.embedder_name if old else DEFAULT_EMBEDDER)),
+        "chunk_tokens": chunk_tokens or (old.manifest["chunking"]["chunk_tokens"] if old else DEFAULT_CHUNK_TOKENS),
+        "overlap": overlap if overlap is not None else (old.manifest["chunking"]["overlap"] if old else DEFAULT_CHUNK_OVERLAP),
+        "vector_kind": vector_kind or (old.manifest["vectors"]["kind"] if old else "flat"),
+    }
+    work = index_dir / f".{name}.rebuild"
+    new = None
+    if (work / MANIFEST).exists():
+        new = Index.open(name, index_dir, _root=work)
+        wanted_emb = params["embedder"] if isinstance(params["embedder"], str) else params["embedder"].name
+        same = (new.embedder_name == wanted_emb
+                and new.manifest["chunking"] == {"chunk_tokens": params["chunk_tokens"], "overlap": params["overlap"]}
+                and new.manifest["vectors"]["kind"] == params["vector_kind"])
+        if not same:  # an unfinished rebuild with other settings: start over
+            new.close()
+            new = None
+            shutil.rmtree(work)
+    if new is None:
+        new = Index.create(name, index_dir, _root=work, **params)
+    report = new.sync(folder, embedder=embedder_obj, progress=progress, max_bytes=max_bytes, log=log)
+    if old is not None:
+        _carry_over(old, new, str(Path(folder).resolve()), embedder_obj, report)
+        old.close()
+    new.save_vectors()
+    new.close()
+    rebuild_swap(index_dir, name)
+    return report
+
+
+def _carry_over(old: Index, new: Index, folder_root: str, embedder: Embedder | None, report: SyncReport) -> None:
+    """Copy files of `old` that the folder sync did not cover into `new`, re-embedding their
+    stored chunk texts with the new embedder (their originals may be gone, e.g. uploads)."""
+    from ragapp.store import FileRow, NewChunk
+
+    rows = [r for root in old.store.roots() if root != folder_root for r in old.store.files_under(root)]
+    rows = [r for r in rows if new.store.file(r.path) is None]
+    if not rows:
+        return
+    emb = new.embedder(embedder)
+    with new.writing():
+        for row in rows:
+            if not new.store.has_content(row.hash):
+                stored = old.store.db.execute(
+                    "SELECT text, page, start, end, n_tokens FROM chunks WHERE hash=? ORDER BY ord", (row.hash,)
+                ).fetchall()
+                pages = old.store.db.execute("SELECT pages FROM contents WHERE hash=?", (row.hash,)).fetchone()[0]
+                chunks = [NewChunk(*c) for c in stored]
+                vecs = emb.encode([c.text for c in chunks])
+                with new.store.transaction():
+                    new.store.add_content(row.hash, chunks, vecs, pages)
+                    new.store.put_file(row)
+                report.chunks_added += len(chunks)
+            else:
+                new.store.put_file(row)
+            report.added += 1
 
 
 def rebuild_swap(index_dir: Path, name: str) -> None:

@@ -1,0 +1,321 @@
+"""The `ragapp` command: index folders, search them, inspect and remove indexes.
+
+Each subcommand is two functions, `<name>_args(parser)` adding its flags and `<name>_run(args)`
+doing the work and returning an exit code, plus one line in COMMANDS. Heavy packages (torch,
+faiss, transformers, sentence-transformers) are imported inside the run functions, so that
+`ragapp --help` answers instantly.
+
+Errors are converted here, at the edge: a RagError prints its message on stderr and exits 1;
+bad usage exits 2 (argparse); Ctrl-C exits 130 after saying how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragapp import __version__
+from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
+from ragapp.errors import InvalidInput, RagError
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _add_index_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index-dir", type=Path, default=DEFAULT_INDEX_DIR, metavar="DIR",
+                   help=f"folder holding the indexes (default: {DEFAULT_INDEX_DIR}; env RAGAPP_INDEX_DIR)")
+
+
+def _log_line(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# ragapp index
+
+
+def index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", type=Path, help="folder of documents (.pdf .txt .md .html .docx), read recursively")
+    p.add_argument("--name", help="index name (default: the folder's name)")
+    p.add_argument("--embedder", help="sentence-transformers model name or folder, fixed at creation "
+                                      "(default: all-MiniLM-L6-v2, bundled)")
+    p.add_argument("--chunk-tokens", type=int, help="chunk size in the embedder's tokens, fixed at creation (default: 200)")
+    p.add_argument("--overlap", type=int, help="tokens shared by consecutive chunks, fixed at creation (default: 30)")
+    p.add_argument("--vector", choices=("flat", "hnsw", "ivfpq"),
+                   help="vector index, fixed at creation: flat (exact, default), hnsw (fast approximate), "
+                        "ivfpq (compressed, for very large collections)")
+    p.add_argument("--max-file-mb", type=float, default=50.0, help="skip files larger than this (default: 50)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="re-embed everything (e.g. with a new --embedder); the old index stays usable until the new one is complete")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_index_dir(p)
+
+
+def index_run(args) -> int:
+    from ragapp.errors import IndexNotFound
+    from ragapp.index import Index, check_name, rebuild_index
+
+    folder: Path = args.folder
+    if not folder.exists():
+        raise InvalidInput(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: not a folder; pass the folder that holds your documents")
+    name = args.name or folder.resolve().name
+    try:
+        check_name(name)
+    except InvalidInput as err:
+        raise InvalidInput(f"{err}; pass --name") if not args.name else err from None
+    max_bytes = int(args.max_file_mb * 1024 * 1024)
+    progress = not args.no_progress
+    print(f"indexing {folder} into '{name}' ({args.index_dir / name})", file=sys.stderr)
+    if args.rebuild:
+        report = rebuild_index(name, folder, args.index_dir, embedder=args.embedder, chunk_tokens=args.chunk_tokens,
+                               overlap=args.overlap, vector_kind=args.vector, progress=progress,
+                               max_bytes=max_bytes, log=_log_line)
+        index = Index.open(name, args.index_dir)
+    else:
+        try:
+            index = Index.open(name, args.index_dir)
+        except IndexNotFound:
+            params = {k: v for k, v in {"embedder": args.embedder, "chunk_tokens": args.chunk_tokens,
+                                         "overlap": args.overlap, "vector_kind": args.vector}.items() if v is not None}
+            index = Index.create(name, args.index_dir, **params)
+        else:
+            _check_fixed_settings(index, args)
+        report = index.sync(folder, progress=progress, max_bytes=max_bytes, log=_log_line)
+    info = index.info()
+    rate = f", {report.embedded / report.seconds:.0f} chunks/s" if report.embedded and report.seconds else ""
+    print(f"{report.summary()}{rate}")
+    print(f"index '{name}': {info['files']} files, {info['chunks']} chunks, {human_bytes(info['bytes'])} on disk")
+    index.close()
+    return 0
+
+
+def _check_fixed_settings(index, args) -> None:
+    """Flags that only apply at creation must agree with an existing index."""
+    if args.embedder is not None:
+        index.check_embedder(args.embedder)
+    fixed = {"--chunk-tokens": (args.chunk_tokens, index.manifest["chunking"]["chunk_tokens"]),
+             "--overlap": (args.overlap, index.manifest["chunking"]["overlap"]),
+             "--vector": (args.vector, index.manifest["vectors"]["kind"])}
+    for flag, (given, built) in fixed.items():
+        if given is not None and given != built:
+            raise InvalidInput(
+                f"index '{index.name}' was built with {flag} {built}; pass --rebuild to change it to {given}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# ragapp search
+
+
+def search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("query", help="what to look for, in plain words")
+    p.add_argument("--index", action="append", dest="indexes", metavar="NAME",
+                   help="index to search; repeat for several (default: the only index there is)")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages to show (default: {DEFAULT_K})")
+    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid",
+                   help="hybrid: dense vectors and BM25 fused (default); dense; bm25")
+    p.add_argument("--mmr", action="store_true", help="diversify results (maximal marginal relevance)")
+    p.add_argument("--json", action="store_true", help="print the passages as JSON")
+    _add_index_dir(p)
+
+
+def _default_indexes(args) -> list[str]:
+    from ragapp.index import list_indexes
+
+    if args.indexes:
+        return args.indexes
+    have = list_indexes(args.index_dir)
+    if len(have) == 1:
+        return have
+    if not have:
+        raise InvalidInput(f"no index in {args.index_dir}; create one with: ragapp index FOLDER --name NAME")
+    raise InvalidInput(f"several indexes in {args.index_dir} ({', '.join(have)}); pick with --index NAME")
+
+
+def search_run(args) -> int:
+    if not args.query.strip():
+        raise InvalidInput("empty query; pass the words to look for, e.g. ragapp search \"reset a password\"")
+    if args.k < 1:
+        raise InvalidInput(f"--k {args.k}: must be at least 1")
+    from ragapp.index import Index
+    from ragapp.retriever import Retriever
+
+    names = _default_indexes(args)
+    for name in names:  # a clear IndexNotFound before any model loads
+        Index.open(name, args.index_dir).close()
+    passages = Retriever(names, index_dir=args.index_dir).search(args.query, k=args.k, mode=args.mode, mmr=args.mmr)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(p) for p in passages], indent=2, ensure_ascii=False))
+        return 0
+    if not passages:
+        print("no passage found")
+    for rank, p in enumerate(passages, 1):
+        where = p.label() + (f"  [{p.collection}]" if len(names) > 1 else "")
+        also = [s for s in p.sources if s != p.source]
+        print(f"{rank}. {p.score:.4f}  {where}" + (f"  (same text in: {', '.join(also)})" if also else ""))
+        snippet = " ".join(p.text.split())
+        print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ragapp info
+
+
+def info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="one index (default: a table of all of them)")
+    p.add_argument("--files", action="store_true", help="also list the files of the index")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    _add_index_dir(p)
+
+
+def info_run(args) -> int:
+    from ragapp.index import Index, list_indexes
+
+    if args.name is None:
+        rows = []
+        for name in list_indexes(args.index_dir):
+            with Index.open(name, args.index_dir) as index:
+                rows.append(index.info())
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print(f"no index in {args.index_dir}; create one with: ragapp index FOLDER --name NAME")
+        else:
+            header = ("NAME", "FILES", "CHUNKS", "EMBEDDER", "VECTORS", "SIZE")
+            table = [header] + [(r["name"], str(r["files"]), str(r["chunks"]), Path(r["embedder"]).name,
+                                 r["vector_kind"], human_bytes(r["bytes"])) for r in rows]
+            widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+            for row in table:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return 0
+    with Index.open(args.name, args.index_dir) as index:
+        info = index.info(vectors=True)
+        if args.files:
+            info["file_list"] = index.files()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    dim = f" ({info['dim']}-d)" if info["dim"] else ""
+    print(f"index      {info['name']}  ({info['path']})")
+    print(f"files      {info['files']} ({info['contents']} distinct contents, {info['pages']} pages)")
+    print(f"chunks     {info['chunks']}")
+    print(f"embedder   {info['embedder']}{dim}")
+    print(f"chunking   {info['chunk_tokens']} tokens, overlap {info['overlap']}")
+    print(f"vectors    {info['vectors']}")
+    print(f"folders    {', '.join(f or '(uploads)' for f in info['folders']) or '-'}")
+    print(f"size       {human_bytes(info['bytes'])} on disk")
+    print(f"created    {info['created']}")
+    for f in info.get("file_list", []):
+        print(f"  {f['source']}  {f['chunks']} chunks  {human_bytes(f['size'])}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ragapp remove
+
+
+def remove_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="index to remove (or to remove files from, with --file)")
+    p.add_argument("--file", action="append", dest="files", metavar="PATH",
+                   help="remove only this file from the index (its path as `ragapp info NAME --files` shows it); repeatable")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _add_index_dir(p)
+
+
+def _confirm(question: str) -> bool:
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def remove_run(args) -> int:
+    from ragapp.index import Index, remove_index
+
+    with Index.open(args.name, args.index_dir) as index:
+        info = index.info()
+        if args.files:
+            for f in args.files:  # check every path before asking
+                if index.store.file(f) is None:
+                    index.remove_files([f])  # raises the "no file ... in index" message
+            what = f"{len(args.files)} file(s) from index '{args.name}'"
+            if not args.yes and not _confirm(f"Remove {what}?"):
+                print("cancelled; nothing removed", file=sys.stderr)
+                return 1
+            n = index.remove_files(args.files)
+            print(f"removed {what} ({n} chunks no longer cited)")
+            return 0
+    what = f"index '{args.name}' ({info['files']} files, {info['chunks']} chunks, {human_bytes(info['bytes'])})"
+    if not args.yes and not _confirm(f"Remove {what}?"):
+        print("cancelled; nothing removed", file=sys.stderr)
+        return 1
+    remove_index(args.name, args.index_dir)
+    print(f"removed {what}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS = [
+    Command("index", "index a folder, or bring its index up to date (incremental)", index_args, index_run),
+    Command("search", "show the passages that best match a query", search_args, search_run),
+    Command("info", "list indexes, or describe one", info_args, info_run),
+    Command("remove", "delete an index, or some files from it", remove_args, remove_run),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragapp", description="Chat with your documents: index folders, search them, ask questions.")
+    parser.add_argument("--version", action="version", version=f"ragapp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_args(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except RagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything committed so far is kept; run the same command again to finish",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
