@@ -1,0 +1,627 @@
+"""The one training loop for every objective (pretrain | sft | dpo | reward | rl | classify).
+
+    model + objective (llm/objectives.py, llm/rl.py) -> AdamW, warmup + cosine, clipping, accumulation
+    -> checkpoints (model via llm.checkpoint, optimizer, scheduler, RNG, step) -> exact resume.
+
+Exact resume: batches are a pure function of (seed, step), and a checkpoint holds everything else that
+decides the next step (weights, AdamW moments, scheduler, every RNG), so an interrupted and resumed run
+computes the same losses as an uninterrupted one (tests/llm/test_resume.py).
+
+Run folder (cfg.out_dir):
+    step-NNNNNN/  final/     config.json + model.safetensors + tokenizer (+ head / LoRA adapter files),
+                             trainer.pt (optimizer, scheduler, step, config), rng-rank{R}.pt
+    latest                   name of the newest complete checkpoint
+    metrics.jsonl, loss.png, summary.json
+Multi-process: launch with `torchrun --nproc_per_node N -m llm.cli pretrain ...` (DDP; --fsdp shards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from llm.recipe import TrainConfig
+
+# keys that decide which batches a step sees or what the weights are: a resume must not change them
+RESUME_LOCKED = ("objective", "data", "val_data", "val_fraction", "field", "seq_len", "seed", "model",
+                 "model_overrides", "init", "tokenizer", "lora", "lora_r", "lora_alpha", "reward_model",
+                 "rl_group_size", "rl_max_new_tokens")
+SIGNAL_HOOK_ENV = "LLM_TRAIN_SIGNAL_AT"  # "STEP:SIGNAL": the run signals itself after STEP (fault-injection tests)
+
+
+class Interrupted(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- small helpers
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr for optimizer step `step` (0-based): linear warmup, then cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices; never norms, biases or embeddings (nor a head tied to them)."""
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for _, p in module.named_parameters():  # shared (tied) parameters appear once
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or id(p) in embeddings else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fingerprint(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    latest = out_dir / "latest"
+    if latest.exists():
+        p = out_dir / latest.read_text().strip()
+        if (p / "trainer.pt").exists():
+            return p
+    steps = sorted(p for p in out_dir.glob("step-[0-9]*") if p.is_dir() and (p / "trainer.pt").exists())
+    return steps[-1] if steps else None
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot_curve(metrics: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = [], []
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            (val if row.get("split") == "val" else train).append((row["step"], row["loss"]))
+    if not train:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train), label="train", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="held-out", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png.with_name(png.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+# --------------------------------------------------------------------------- the trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg.validate()
+        self.out_dir = Path(cfg.out_dir)
+        self._setup_distributed()
+        self.log = print if self.is_main else (lambda *a, **k: None)
+
+    # ---- processes and devices
+    def _setup_distributed(self) -> None:
+        cfg = self.cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cfg.device == "auto":
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        else:
+            device = cfg.device if not (cfg.device == "cuda" and self.world > 1) else f"cuda:{local}"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.dtype == "bf16" and self.device.type != "cuda":
+            raise ValueError("--dtype bf16 needs CUDA: bf16 on this CPU is emulated and ~14x slower; use fp32")
+        self.amp = self.device.type == "cuda" and cfg.dtype in ("auto", "bf16")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.distributed = self.world > 1
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        if self.distributed:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    # ---- model, objective, optimizer
+    def _build(self, resume: Path | None) -> None:
+        from llm.checkpoint import load_pretrained
+        from llm.config import get_preset
+        from llm.lora import apply_lora, load_lora
+        from llm.model import GPT
+        from llm.tokenizer import load_tokenizer
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+        needs_init = cfg.objective in ("dpo", "rl")
+        if needs_init and not cfg.init:
+            raise ValueError(f"--init is required for {cfg.objective}: the checkpoint the policy starts from and "
+                             f"the frozen reference stays at (usually the SFT model)")
+        if cfg.lora and not cfg.init:
+            raise ValueError("--lora needs --init: adapters are trained on top of a checkpoint")
+        if cfg.init and cfg.model_overrides:
+            raise ValueError("model overrides (--set model.KEY=...) apply to models trained from scratch, not to --init")
+        if resume is not None and not cfg.lora:
+            model, tokenizer = load_pretrained(resume)
+        elif cfg.init:
+            model, tokenizer = load_pretrained(cfg.init)
+        else:
+            if not cfg.tokenizer:
+                raise ValueError("--tokenizer is required to train from scratch (make one with `llm tokenizer`), "
+                                 "or start from a checkpoint with --init")
+            tokenizer = load_tokenizer(cfg.tokenizer)
+            overrides = dict(cfg.model_overrides)
+            preset = get_preset(cfg.model)
+            overrides.setdefault("max_seq_len", max(preset.max_seq_len, cfg.seq_len))
+            model = GPT(get_preset(cfg.model, vocab_size=len(tokenizer), **overrides))
+        if tokenizer is None:
+            raise ValueError(f"{resume or cfg.init}: checkpoint has no tokenizer files")
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
+        need = cfg.seq_len + (1 if cfg.objective in ("reward", "classify") else 0)
+        if need > model.config.max_seq_len:
+            raise ValueError(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
+        if cfg.lora:
+            if resume is not None:
+                load_lora(model, resume)
+            else:
+                apply_lora(model, rank=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+        model.to(self.device).train()
+        self.model, self.tokenizer = model, tokenizer
+        self.head_model = None
+        self.objective = self._make_objective(resume)
+        self.module = self.objective.module.to(self.device)
+
+    def _make_objective(self, resume):
+        from llm import objectives as O
+
+        cfg, args = self.cfg, (self.cfg, self.model, self.tokenizer, self.rank, self.world)
+        if cfg.objective == "pretrain":
+            return O.PretrainObjective(*args, data_dir=self._pretrain_data())
+        if cfg.objective == "sft":
+            return O.SFTObjective(*args)
+        if cfg.objective == "dpo":
+            return O.DPOObjective(*args, reference=self._reference())
+        if cfg.objective == "rl":
+            from llm.heads import load_head_model
+            from llm.rl import RLObjective
+            from llm.data import tokenizer_fingerprint
+
+            reward, rtok = load_head_model(cfg.reward_model, device=self.device, kind="reward")
+            if tokenizer_fingerprint(rtok) != tokenizer_fingerprint(self.tokenizer):
+                raise ValueError(f"--reward-model {cfg.reward_model} uses another tokenizer than the policy; "
+                                 f"train the reward model from the same base checkpoint")
+            return RLObjective(*args, reference=self._reference(), reward_model=reward)
+        from llm.heads import HeadModel, head_kind
+
+        src = resume if resume is not None else (cfg.init or None)
+        kind = head_kind(src) if src else None
+        if cfg.objective == "reward":
+            self.head_model = HeadModel(self.model, "reward")
+            obj = O.RewardObjective(*args, head_model=self.head_model)
+        else:
+            labels = None
+            if kind == "classify":
+                labels = json.loads((Path(src) / "head.json").read_text())["labels"]
+            obj = O.ClassifyObjective(*args, labels_from_init=labels)
+            self.head_model = obj.head_model
+        if kind == cfg.objective:
+            from safetensors.torch import load_file
+
+            self.head_model.head.load_state_dict(load_file(str(Path(src) / "head.safetensors")))
+        self.head_model.to(self.device)
+        return obj
+
+    def _reference(self):
+        from llm.checkpoint import load_pretrained
+
+        ref, _ = load_pretrained(self.cfg.init, device=self.device)
+        return ref
+
+    def _pretrain_data(self) -> Path:
+        from llm.data import MANIFEST, prepare_shards
+
+        cfg = self.cfg
+        p = Path(cfg.data)
+        if p.is_dir():
+            if not (p / MANIFEST).exists():
+                raise FileNotFoundError(f"{p}: a folder without {MANIFEST}; give token shards from `llm prepare` "
+                                        "or text/JSONL files")
+            return p
+        files = [Path(f.strip()) for f in cfg.data.split(",") if f.strip()]
+        for f in files:
+            if not f.exists():
+                raise FileNotFoundError(f"--data {f}: no such file or folder")
+        shards = self.out_dir / "tokens"
+        if self.is_main:
+            prepare_shards(files, self.tokenizer, shards, field=cfg.field, shard_tokens=cfg.shard_tokens,
+                           progress=cfg.progress)
+        self.barrier()
+        return shards
+
+    def _wrap(self) -> nn.Module:
+        cfg = self.cfg
+        if cfg.compile:
+            self.model.compile()
+        if not self.distributed:
+            return self.module
+        if cfg.fsdp:
+            if cfg.objective == "rl":
+                raise ValueError("--fsdp is not supported for rl (rollouts run the unsharded policy); use DDP")
+            from torch.distributed.fsdp import fully_shard
+
+            for block in self.model.blocks:
+                fully_shard(block)
+            fully_shard(self.module)
+            return self.module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(self.module, device_ids=ids)
+
+    # ---- checkpoints
+    def _full_states(self):
+        """(model-side state is saved from self.model/head directly) optimizer state dict, on every rank."""
+        if self.distributed and self.cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.module, self.optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return self.optimizer.state_dict()
+
+    def save(self, step: int, name: str | None = None) -> Path:
+        from llm.checkpoint import save_pretrained
+        from llm.lora import save_lora
+
+        cfg = self.cfg
+        name = name or f"step-{step:06d}"
+        final, tmp = self.out_dir / name, self.out_dir / (name + ".tmp")
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.barrier()
+        optim_state = self._full_states()
+        model_state = None
+        if self.distributed and cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            model_state = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True,
+                                                                                     cpu_offload=True))
+        if self.is_main:
+            target = self.model
+            if model_state is not None:  # FSDP: a plain copy holding the gathered weights
+                target = self._plain_copy(model_state)
+            if self.head_model is not None:
+                from llm.heads import HEAD_META, HEAD_WEIGHTS
+                from safetensors.torch import save_file
+
+                save_pretrained(target, self.tokenizer, tmp)
+                head = {k: v.detach().cpu().contiguous() for k, v in self.head_model.head.state_dict().items()}
+                save_file(head, str(tmp / HEAD_WEIGHTS))
+                (tmp / HEAD_META).write_text(json.dumps({"kind": self.head_model.kind,
+                                                          "labels": self.head_model.labels}, indent=1) + "\n")
+            else:
+                save_pretrained(target, self.tokenizer, tmp)
+            if cfg.lora:
+                save_lora(self.model, tmp)
+            torch.save({"step": step, "optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
+                        "config": cfg.to_dict(), "global_batch": self.global_batch, "world": self.world,
+                        "tokens": self.tokens_seen, "train_seconds": self.train_seconds}, tmp / "trainer.pt")
+        torch.save(rng_state(), tmp / f"rng-rank{self.rank}.pt")
+        self.barrier()
+        if self.is_main:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _atomic_text(self.out_dir / "latest", name + "\n")
+            steps = sorted(p for p in self.out_dir.glob("step-[0-9]*") if p.is_dir() and not p.name.endswith(".tmp"))
+            for old in steps[:-cfg.keep_checkpoints] if cfg.keep_checkpoints else steps:
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+        return final
+
+    def _plain_copy(self, state: dict):
+        """FSDP: an unsharded model holding the gathered weights (its parameters are DTensors)."""
+        from llm.checkpoint import load_state_strict
+        from llm.model import GPT
+
+        plain = GPT(self.model.config)
+        prefix = "head_model.model." if self.head_model is not None else "model."
+        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if self.model.config.tie_embeddings:
+            own.pop("lm_head.weight", None)
+        load_state_strict(plain, own, "FSDP state")
+        if self.model.config.tie_embeddings:
+            plain.lm_head.weight = plain.tok_emb.weight
+        return plain
+
+    def _resume(self, path: Path) -> int:
+        cfg = self.cfg
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        old = state["config"]
+        changed = [f"{k} ({old.get(k)!r} -> {getattr(cfg, k)!r})" for k in RESUME_LOCKED if old.get(k) != getattr(cfg, k)]
+        if state["global_batch"] != self.global_batch:
+            changed.append(f"global batch ({state['global_batch']} -> {self.global_batch})")
+        if old.get("grad_accum") != cfg.grad_accum and state["global_batch"] == self.global_batch:
+            changed.append(f"grad_accum ({old.get('grad_accum')} -> {cfg.grad_accum})")
+        if changed:
+            raise ValueError(f"{self.out_dir} holds a run with other settings; cannot resume it with: "
+                             f"{'; '.join(changed)}. Use the original settings or another --out-dir")
+        if self.distributed and cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.tokens_seen, self.train_seconds = state.get("tokens", 0), state.get("train_seconds", 0.0)
+        rng_file = path / f"rng-rank{self.rank}.pt"
+        if rng_file.exists():  # a different process count resumes each rank from rank 0's stream
+            set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        else:
+            set_rng_state(torch.load(path / "rng-rank0.pt", map_location="cpu", weights_only=False))
+        return int(state["step"])
+
+    # ---- evaluation and logging
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        obj = self.objective
+        self.module.eval()
+        try:
+            with self.autocast():
+                if hasattr(obj, "evaluate"):
+                    return obj.evaluate()
+                sums: dict[str, float] = {}
+                for batch in obj.eval_batches():
+                    out = self.module(**{k: v.to(self.device) for k, v in batch.items()})
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                return obj.summarize_eval(sums) if sums else {}
+        finally:
+            self.module.train()
+
+    def _write_metrics(self, row: dict) -> None:
+        if self.is_main:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """On resume: steps after the checkpoint will be recomputed; drop their old lines."""
+        if self.is_main and self.metrics_path.exists():
+            keep = [ln for ln in self.metrics_path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            _atomic_text(self.metrics_path, "".join(ln + "\n" for ln in keep))
+
+    # ---- the loop
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        resume = find_checkpoint(self.out_dir)
+        if resume is not None and not cfg.resume:
+            raise ValueError(f"{self.out_dir} already holds a run (latest checkpoint {resume.name}); resume it "
+                             f"(drop --no-resume) or choose another --out-dir")
+        if resume is not None and resume.name == "final" and (self.out_dir / "summary.json").exists():
+            state = torch.load(resume / "trainer.pt", map_location="cpu", weights_only=False)
+            if state["step"] >= cfg.max_steps:
+                self.log(f"{self.out_dir} is already trained to step {state['step']} (final/); raise --max-steps "
+                         "to train further")
+                return json.loads((self.out_dir / "summary.json").read_text())
+        self._build(resume)
+        obj = self.objective
+        self.global_batch = cfg.batch_size * cfg.grad_accum * self.world
+        groups = param_groups(self.module, cfg.weight_decay)
+        wrapped = self._wrap()
+        if cfg.fsdp and self.distributed:
+            groups = param_groups(self.module, cfg.weight_decay)  # DTensor parameters after sharding
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, **fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.tokens_seen, self.train_seconds = 0, 0.0
+        start = 0
+        if resume is not None:
+            start = self._resume(resume)
+            self._truncate_metrics(start)
+            self.log(f"resuming from {resume} at step {start}")
+        elif self.is_main and self.metrics_path.exists():
+            self.metrics_path.unlink()  # a fresh run (no checkpoint to continue): old lines are stale
+        params = self.model.num_params(non_embedding=False)
+        trainable = sum(p.numel() for g in groups for p in g["params"])
+        self.log(f"{cfg.objective}: model {params / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
+                 f"{self.model.flops_per_token(cfg.seq_len) / 1e6:.1f} MFLOPs/token; device {self.device}"
+                 f"{' bf16 autocast' if self.amp else ' fp32'}; {self.world} process(es), global batch "
+                 f"{self.global_batch}")
+        desc = obj.describe()
+        if desc:
+            self.log(desc)
+
+        stop = {"flag": False}
+        old_handlers = {}
+
+        def request_stop(signum, frame):
+            if stop["flag"]:  # a second Ctrl-C: stop now, without a checkpoint
+                raise KeyboardInterrupt
+            stop["flag"] = True
+            self.log(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                     "(press Ctrl-C again to abort without saving)", flush=True)
+
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, request_stop)
+        hook = os.environ.get(SIGNAL_HOOK_ENV, "")
+        hook_step, hook_sig = (int(hook.split(":")[0]), getattr(signal, hook.split(":")[1])) if hook else (-1, None)
+
+        last_eval = {}
+        interrupted = False
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=cfg.objective, unit="step",
+                   disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
+        window = {"tokens": 0, "seconds": 0.0}
+        stats: dict[str, float] = {}
+        done = start
+        try:
+            for step in range(start, cfg.max_steps):
+                t0 = time.perf_counter()
+                with self.autocast():
+                    batches = [obj.micro_batch(step, m) for m in range(cfg.grad_accum)]
+                counts = [obj.count(b) for b in batches]
+                tokens = sum(obj.tokens(b) for b in batches)
+                total = self.all_sum([float(sum(counts))])[0]
+                scale = self.world / max(total, 1.0)
+                for m, batch in enumerate(batches):
+                    sync = (m == cfg.grad_accum - 1) or not hasattr(wrapped, "no_sync")
+                    ctx = contextlib.nullcontext() if sync else wrapped.no_sync()
+                    with ctx:
+                        with self.autocast():
+                            out = wrapped(**{k: v.to(self.device) for k, v in batch.items()})
+                        (out["loss_sum"] * scale).backward()
+                    for k, v in out.items():
+                        stats[k] = stats.get(k, 0.0) + float(v.detach())
+                grad_norm = None
+                if cfg.grad_clip > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                        [p for g in groups for p in g["params"]], cfg.grad_clip))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                dt = time.perf_counter() - t0
+                self.train_seconds += dt
+                window["seconds"] += dt
+                window["tokens"] += tokens
+                done = step + 1
+                bar.update(1)
+                if done % cfg.log_every == 0 or done == cfg.max_steps:
+                    keys = sorted(stats)
+                    summed = dict(zip(keys + ["_tokens"], self.all_sum([stats[k] for k in keys] + [window["tokens"]])))
+                    self.tokens_seen += int(summed["_tokens"])
+                    row = {"step": done, "split": "train", "loss": summed["loss_sum"] / max(summed["count"], 1.0),
+                           "lr": lr}
+                    for k in keys:
+                        if k not in ("loss_sum", "count", "n"):
+                            row[k] = summed[k] / max(summed["n"], 1.0)
+                    if grad_norm is not None:
+                        row["grad_norm"] = grad_norm
+                    row["tokens_per_s"] = summed["_tokens"] / max(window["seconds"], 1e-9)
+                    row["tokens"] = self.tokens_seen
+                    self._write_metrics(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+                    stats, window = {}, {"tokens": 0, "seconds": 0.0}
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
+                    last_eval = self._eval_and_log(done, bar)
+                if done == hook_step:
+                    os.kill(os.getpid(), hook_sig)
+                flag = self.all_sum([1.0 if stop["flag"] else 0.0])[0] > 0 if self.distributed else stop["flag"]
+                if flag:
+                    interrupted = True
+                    path = self.save(done)
+                    self.log(f"interrupted at step {done}: checkpoint saved to {path}; rerun the same command "
+                             "to resume", flush=True)
+                    break
+                if cfg.save_every and done % cfg.save_every == 0 and done < cfg.max_steps:
+                    self.save(done)
+        finally:
+            bar.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+        if not interrupted:
+            if start < cfg.max_steps or not last_eval:
+                last_eval = self._eval_and_log(cfg.max_steps, None)
+            self.save(cfg.max_steps, "final")
+        summary = self._summary(done, last_eval, interrupted)
+        if cfg.plot and self.is_main and self.metrics_path.exists():
+            plot_curve(self.metrics_path, self.out_dir / "loss.png")
+        return summary
+
+    def _eval_and_log(self, step: int, bar) -> dict:
+        metrics = self.evaluate()
+        if metrics:
+            self._write_metrics({"step": step, "split": "val", **metrics})
+            text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            (bar.write if bar is not None and self.is_main else self.log)(f"step {step}: held-out {text}")
+        return metrics
+
+    def _summary(self, step: int, val: dict, interrupted: bool) -> dict:
+        prints = [fingerprint(self.module)]
+        if self.distributed:
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, prints[0])
+            prints = gathered
+        summary = {"objective": self.cfg.objective, "step": step, "interrupted": interrupted, "val": val,
+                   "tokens": self.tokens_seen, "train_seconds": round(self.train_seconds, 3),
+                   "tokens_per_s": self.tokens_seen / max(self.train_seconds, 1e-9), "world_size": self.world,
+                   "rank_fingerprints": prints, "out_dir": str(self.out_dir)}
+        if self.is_main:
+            _atomic_text(self.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+        return summary
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train as configured; returns the summary (also in OUT_DIR/summary.json)."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()
