@@ -242,12 +242,12 @@ def make_splitter(
     if budget < MIN_CONTENT_TOKENS:
         raise InvalidInput(
             f"chunk size {limit} tokens leaves {budget} for text after {counter.n_special} special "
-            f"tokens; use a chunk size of at least {MIN_CONTENT_TOKENS + counter.n_special}"
+            f"tokens; use --chunk-tokens {MIN_CONTENT_TOKENS + counter.n_special} or more"
         )
     if overlap < 0 or overlap >= budget:
         raise InvalidInput(
             f"chunk overlap {overlap} must be at least 0 and less than the {budget} text tokens of a "
-            f"{limit}-token chunk; lower the overlap or raise the chunk size"
+            f"{limit}-token chunk; lower --overlap or raise --chunk-tokens"
         )
     return TokenSplitter(counter, limit, overlap)
 

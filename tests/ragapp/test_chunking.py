@@ -157,11 +157,11 @@ def test_sentences_are_kept_whole_when_a_paragraph_is_too_long(tok):
 @pytest.mark.parametrize(
     "chunk_tokens, overlap, message",
     [
-        (9, 0, "chunk size 9 tokens leaves 7 for text after 2 special tokens; use a chunk size of at least 10"),
+        (9, 0, "chunk size 9 tokens leaves 7 for text after 2 special tokens; use --chunk-tokens 10 or more"),
         (50, 48, "chunk overlap 48 must be at least 0 and less than the 48 text tokens of a 50-token chunk; "
-                 "lower the overlap or raise the chunk size"),
+                 "lower --overlap or raise --chunk-tokens"),
         (50, -1, "chunk overlap -1 must be at least 0 and less than the 48 text tokens of a 50-token chunk; "
-                 "lower the overlap or raise the chunk size"),
+                 "lower --overlap or raise --chunk-tokens"),
     ],
 )  # fmt: skip
 def test_bad_parameters(tok, chunk_tokens, overlap, message):
