@@ -158,7 +158,7 @@ def _run(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, r
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), model.fused_for_inference():
             if max_new_tokens > 0:
                 for step in _token_steps(model, ids, max_new_tokens, temperature, top_k, top_p,
                                          repetition_penalty, prefix_lm, seed):
@@ -218,7 +218,7 @@ def generate_ids(model, prompt_ids: list[list[int]], max_new_tokens: int, temper
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), model.fused_for_inference():
             for step in _token_steps(model, [list(p) for p in prompt_ids], max_new_tokens, temperature, top_k,
                                      top_p, repetition_penalty, prefix_lm, seed):
                 for r, token in enumerate(step.tolist()):

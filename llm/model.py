@@ -14,6 +14,7 @@ RoPE uses the "rotate_half" layout of Hugging Face Llama, so exported q/k weight
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -68,20 +69,24 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(C, K * D, bias=bias)
         self.o_proj = nn.Linear(H * D, C, bias=bias)
         self.dropout = config.dropout
+        self.fused = None  # (weight, bias) of q|k|v stacked, only while generating
 
     def forward(self, x, rope, mask, is_causal, kv_cache, layer, start_pos):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        H, K, D = self.n_head, self.n_kv_head, self.head_dim
+        if self.fused is not None:  # generation: one matmul for q, k and v (see GPT.fused_for_inference)
+            q, k, v = F.linear(x, *self.fused).split((H * D, K * D, K * D), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, start_pos, k, v)  # (B, K, S, D)
-        if self.n_kv_head != self.n_head:  # grouped-query attention: each K/V head serves H/K query heads
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # (B, H, S, D)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+        # grouped-query attention: each K/V head serves H/K query heads, without copying K/V H/K times
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != K,
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
@@ -95,8 +100,12 @@ class MLP(nn.Module):
             self.gate_proj = nn.Linear(C, I, bias=False)
         self.up_proj = nn.Linear(C, I, bias=not self.swiglu)
         self.down_proj = nn.Linear(I, C, bias=not self.swiglu)
+        self.fused = None  # gate|up stacked, only while generating
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
+        if self.fused is not None:
+            gate, up = F.linear(x, self.fused).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         if self.swiglu:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(F.gelu(self.up_proj(x)))  # exact (erf) GELU, as BERT
@@ -186,18 +195,21 @@ class GPT(nn.Module):
         if kv_cache is None and start_pos:
             raise ValueError("start_pos needs a kv_cache")
         device = idx.device
-        pos = torch.arange(start_pos, end, device=device)  # (T,)
-        if pad_len is not None:
-            pos = (pos[None, :] - pad_len[:, None]).clamp_min(0)  # (B, T)
+        if pad_len is None:
+            pos = slice(start_pos, end)
+        else:
+            pos = (torch.arange(start_pos, end, device=device)[None, :] - pad_len[:, None]).clamp_min(0)  # (B, T)
 
         x = self.tok_emb(idx)  # (B, T, C)
         rope = None
         if cfg.arch == "llama":
             cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, D) or (B, T, D)
+            if cos.dtype != x.dtype:
+                cos, sin = cos.to(x.dtype), sin.to(x.dtype)
             shape = (-1, 1, T, cfg.head_dim)
-            rope = (cos.view(shape).to(x.dtype), sin.view(shape).to(x.dtype))  # (1|B, 1, T, D)
+            rope = (cos.view(shape), sin.view(shape))  # (1|B, 1, T, D)
         else:
-            x = self.emb_norm(x + self.pos_emb(pos))
+            x = self.emb_norm(x + self.pos_emb.weight[pos])
         x = self.drop(x)
 
         mask, is_causal = self._attention_mask(B, T, start_pos, prefix_len, pad_len, device)
@@ -225,6 +237,29 @@ class GPT(nn.Module):
             # pad queries keep their own slot so no softmax row is empty (their outputs are never used)
             allowed = allowed & ((j[None] >= pad_len.to(device)[:, None, None]) | (j == i)[None])
         return allowed[:, None], False
+
+    @contextmanager
+    def fused_for_inference(self):
+        """Stack q|k|v and gate|up weights into single matrices while the weights are frozen (generation):
+        fewer, larger matmuls are much faster for one token at a time on CPU. Costs a temporary copy of
+        those weights; projections wrapped by LoRA stay unfused."""
+        fused = []
+        with torch.no_grad():
+            for block in self.blocks:
+                a, m = block.attn, block.mlp
+                projs = (a.q_proj, a.k_proj, a.v_proj)
+                if all(type(p) is nn.Linear for p in projs):
+                    bias = torch.cat([p.bias for p in projs]) if a.q_proj.bias is not None else None
+                    a.fused = (torch.cat([p.weight for p in projs]), bias)
+                    fused.append(a)
+                if m.swiglu and type(m.gate_proj) is nn.Linear and type(m.up_proj) is nn.Linear:
+                    m.fused = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+                    fused.append(m)
+        try:
+            yield self
+        finally:
+            for module in fused:
+                module.fused = None
 
     def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(h)  # (..., C) -> (..., V)

@@ -5,6 +5,7 @@ import torch
 
 from _model_fixtures import tiny_model
 from llm.checkpoint import load_pretrained, save_pretrained
+from llm.generate import generate_ids
 from llm.lora import LoRAConfig, apply_lora, has_lora, load_lora, lora_parameters, merge_lora, save_lora
 
 
@@ -39,11 +40,13 @@ def test_only_adapters_train_and_merge_is_exact(arch):
         if "lora_" not in name:
             assert torch.equal(value, before[name.replace(".base.", ".")])
     unmerged = model(idx)[0]
+    greedy = generate_ids(model, [[1, 2, 3]], 8)  # generation runs the unfused LoRA projections
     assert not torch.allclose(unmerged, tiny_model(300, arch=arch)(idx)[0], atol=1e-4)  # adapters learned
     merge_lora(model)
     assert not has_lora(model)
     assert (merged := model(idx)[0]).shape == unmerged.shape
     assert torch.allclose(merged, unmerged, atol=1e-5)
+    assert generate_ids(model, [[1, 2, 3]], 8) == greedy  # and the merged model its fused ones
 
 
 def test_adapters_save_and_load_on_their_own(tmp_path):
