@@ -1,0 +1,135 @@
+"""Generation speed: our KV-cache `generate` against transformers `generate` on the exported weights
+of the same model (same prompt ids, greedy, same number of new tokens), in one run.
+
+Random weights (speed does not depend on training) at the "5m" and "14m" presets, prompts of 100 and
+2,000 tokens cut from Wikipedia text. Time to first token = a 1-token generation (prefill + one step);
+decode speed = the remaining tokens over the remaining time of a full generation. Median of --reps.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_generation.py            # writes its BENCHMARKS.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WIKI = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"
+
+
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="5m,14m")
+    parser.add_argument("--prompt-tokens", default="100,2000")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from benchmarks._report import machine, write_section
+    from llm.checkpoint import save_pretrained
+    from llm.config import get_preset
+    from llm.generate import _token_steps, generate, generate_ids
+    from llm.hf import export_hf
+    from llm.model import GPT
+    from llm.tokenizer import iter_texts, train_tokenizer
+
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="bench_generation_"))
+    print("training an 8192-token BPE on 300 Wikipedia articles ...", flush=True)
+    tok = train_tokenizer([WIKI], vocab_size=8192, out_dir=work / "tok", max_docs=300, progress=False)
+    text = ""
+    for doc in iter_texts([WIKI]):
+        text += doc + "\n\n"
+        if len(text) > 40_000:
+            break
+    all_ids = tok(text, add_special_tokens=False)["input_ids"]
+    N = args.new_tokens
+    rows = []
+    for preset in args.presets.split(","):
+        cfg = get_preset(preset, vocab_size=len(tok), max_seq_len=4096)
+        model = GPT(cfg).eval()
+        save_pretrained(model, tok, work / preset)
+        hf = AutoModelForCausalLM.from_pretrained(str(export_hf(work / preset, work / f"{preset}-hf"))).eval()
+        hf.generation_config.eos_token_id = None  # both sides generate exactly N tokens
+
+        for n_prompt in [int(x) for x in args.prompt_tokens.split(",")]:
+            ids = all_ids[:n_prompt]
+            x = torch.tensor([ids])
+
+            def ours(n):
+                return generate_ids(model, [ids], n)[0]
+
+            def ours_first():  # time to first token through the streaming path
+                with torch.inference_mode():
+                    next(_token_steps(model, [ids], N))
+
+            def theirs(n):
+                with torch.inference_mode():
+                    return hf.generate(x, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)[0, n_prompt:]
+
+            prompt_text = tok.decode(ids)
+
+            def ours_text():
+                return generate(model, tok, prompt_text, max_new_tokens=N, stop_token_ids=[])
+
+            same = ours(N) == theirs(N).tolist()  # also warms both up
+            assert len(ours(N)) == N == len(theirs(N))
+            t_first_ours, t_first_hf = median_time(ours_first, args.reps), median_time(lambda: theirs(1), args.reps)
+            t_all_ours, t_all_hf = median_time(lambda: ours(N), args.reps), median_time(lambda: theirs(N), args.reps)
+            t_text = median_time(ours_text, args.reps)
+            dec_ours = (N - 1) / max(t_all_ours - t_first_ours, 1e-9)
+            dec_hf = (N - 1) / max(t_all_hf - t_first_hf, 1e-9)
+            row = dict(preset=preset, params=model.num_params(non_embedding=False), prompt=n_prompt,
+                       ttft_ours=t_first_ours, ttft_hf=t_first_hf, dec_ours=dec_ours, dec_hf=dec_hf,
+                       tps_ours=N / t_all_ours, tps_hf=N / t_all_hf, tps_text=N / t_text, same=same)
+            rows.append(row)
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
+    lines = [
+        "## Generation speed (llm.generate vs transformers generate)",
+        "",
+        f"Machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch 1, "
+        f"greedy, {N} new tokens, random weights; transformers `generate` runs on the weights exported by "
+        "`llm export` (LlamaForCausalLM, SDPA attention). TTFT = time to first token; decode = tokens/s after "
+        "the first; end-to-end = new tokens / total time. `text` = our `generate()` with text in and out "
+        "(tokenizing, streaming decode, stop checks). Remake: `nice -n 10 .venv/bin/python benchmarks/bench_generation.py`.",
+        "",
+        "| model | params | prompt tokens | TTFT ours | TTFT transformers | TTFT speedup | decode tok/s ours "
+        "| decode tok/s transformers | decode speedup | end-to-end tok/s ours / text / transformers | end-to-end speedup | same tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['prompt']:,} | {r['ttft_ours'] * 1000:.0f} ms "
+            f"| {r['ttft_hf'] * 1000:.0f} ms | {r['ttft_hf'] / r['ttft_ours']:.2f}x | {r['dec_ours']:.0f} "
+            f"| {r['dec_hf']:.0f} | **{r['dec_ours'] / r['dec_hf']:.2f}x** "
+            f"| {r['tps_ours']:.0f} / {r['tps_text']:.0f} / {r['tps_hf']:.0f} | {r['tps_ours'] / r['tps_hf']:.2f}x "
+            f"| {'yes' if r['same'] else 'no'} |")
+    lines += ["", "Target (issue 3): decode tokens/s >= 1.5x transformers on CPU."]
+    markdown = "\n".join(lines)
+    if args.no_write:
+        print(markdown)
+    else:
+        write_section("generation", markdown)
+
+
+if __name__ == "__main__":
+    main()
