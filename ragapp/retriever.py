@@ -1,0 +1,463 @@
+"""Search one or several indexes: dense (FAISS) + lexical (BM25) candidates, fused, optionally
+diversified with MMR, filtered by source, extension and page.
+
+    from ragapp.retriever import Retriever
+    r = Retriever(["docs", "papers"])
+    for p in r.search("how do I rebuild an index?", k=5, filters={"ext": ".pdf", "page": [1, 10]}):
+        print(f"{p.score:.3f} {p.label()} {p.text[:80]}")
+
+How a query runs:
+1. Each collection is an Index, possibly built with its own embedder: the query is embedded
+   once per distinct embedder.
+2. Dense: the `depth` nearest chunks over all collections (cosines are comparable across
+   collections of one embedder). Lexical: the `depth` best BM25 chunks over all collections.
+   Filters are applied before the cut, so a filtered search still returns up to k passages.
+3. Fusion (RetrieverConfig.fusion) of the two candidate lists — see `RetrieverConfig` for the
+   default and the SciFact numbers that chose it.
+4. MMR (optional) re-picks k of the best `mmr_pool` fused candidates for diversity, using the
+   stored chunk embeddings (no re-embedding).
+
+Thread safety: one Retriever may serve concurrent searches (the web server shares one). Calls
+into an Index are serialized per collection (its SQLite connection and vector cache are not
+made for concurrent use), and so are calls into an embedder (a Hugging Face fast tokenizer
+raises "Already borrowed" when two threads use it at once); BM25 scoring runs unlocked on
+immutable arrays.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ragapp.bm25 import BM25Index, BM25Params, load_or_build
+from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K, RRF_K
+from ragapp.errors import InvalidInput
+from ragapp.fusion import NORMALIZATIONS, convex, mmr as mmr_select, rrf
+from ragapp.types import Passage
+
+if TYPE_CHECKING:
+    from ragapp.embed import Embedder
+    from ragapp.index import Index
+
+MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("convex", "rrf")
+FILTER_KEYS = ("source", "ext", "page")
+
+
+@dataclass
+class RetrieverConfig:
+    """How hybrid search fuses its two candidate lists.
+
+    Default: convex combination of z-score-normalized dense and BM25 scores, equal weights, over
+    the top 1000 of each. Chosen on the SciFact train queries over RRF (k 10-100, weights
+    0.7-2.0) and min-max normalization; measured on SciFact test by benchmarks/bench_retrieval.py.
+    """
+
+    fusion: str = "convex"  # "convex" (normalized score sum) or "rrf" (reciprocal rank)
+    dense_weight: float = 0.5
+    bm25_weight: float = 0.5
+    normalization: str = "zscore"  # for convex: "zscore" or "minmax"
+    rrf_k: float = RRF_K
+    depth: int = 1000  # candidates taken from each retriever before fusion
+    mmr_pool: int = 20  # MMR chooses among at least this many (and 4 x k) fused candidates
+    bm25: BM25Params = field(default_factory=BM25Params)
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise InvalidInput(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise InvalidInput(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        if self.dense_weight < 0 or self.bm25_weight < 0 or self.dense_weight + self.bm25_weight == 0:
+            raise InvalidInput("dense_weight and bm25_weight must be >= 0 and not both 0")
+        if self.rrf_k <= 0:
+            raise InvalidInput(f"rrf_k={self.rrf_k} must be > 0 (60 is usual)")
+        if self.depth < 1:
+            raise InvalidInput(f"depth={self.depth} must be at least 1")
+
+
+# -- filters ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Filter:
+    sources: tuple[str, ...] = ()  # globs; a chunk passes if one of its paths matches one
+    exts: tuple[str, ...] = ()  # lower-case, with the dot
+    pages: tuple[int | None, int | None] | None = None  # inclusive; None = open end
+
+    def match_source(self, path: str) -> bool:
+        if self.exts and PurePosixPath(path).suffix.lower() not in self.exts:
+            return False
+        if self.sources:
+            name = PurePosixPath(path).name
+            # A pattern without "/" also matches the file name alone, as in .gitignore:
+            # {"source": "guide.pdf"} finds docs/guide.pdf.
+            return any(fnmatch.fnmatchcase(path, g) or ("/" not in g and fnmatch.fnmatchcase(name, g))
+                       for g in self.sources)
+        return True
+
+    def match_page(self, page: int | None) -> bool:
+        if self.pages is None:
+            return True
+        if page is None:  # an unpaged file has no page in any range
+            return False
+        lo, hi = self.pages
+        return (lo is None or page >= lo) and (hi is None or page <= hi)
+
+
+def parse_filters(filters: dict | None) -> Filter | None:
+    """{"source": glob or [globs], "ext": ".pdf" or [exts], "page": n or [first, last]} → Filter."""
+    if not filters:
+        return None
+    if not isinstance(filters, dict):
+        raise InvalidInput(f"filters must be a dict like {{'source': '*.pdf'}}, got {type(filters).__name__}")
+    unknown = [key for key in filters if key not in FILTER_KEYS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown filter {unknown[0]!r}; use source (glob such as '*.pdf' or 'notes/*'), "
+            "ext (file extension such as '.md') or page (a number or [first, last])"
+        )
+
+    def strings(key):
+        value = filters.get(key)
+        if value is None:
+            return ()
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+            raise InvalidInput(f"filter {key!r} must be a non-empty string or a list of them, got {value!r}")
+        return tuple(values)
+
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in strings("ext"))
+    pages = None
+    page = filters.get("page")
+    if page is not None:
+        if isinstance(page, int) and not isinstance(page, bool):
+            pages = (page, page)
+        elif (isinstance(page, (list, tuple)) and len(page) == 2
+              and all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in page)):
+            pages = (page[0], page[1])
+            if None not in pages and pages[0] > pages[1]:
+                raise InvalidInput(f"filter 'page' range {list(page)} is empty: the first page is after the last")
+        else:
+            raise InvalidInput(f"filter 'page' must be a page number or [first, last] (None for open), got {page!r}")
+    return Filter(sources=strings("source"), exts=exts, pages=pages)
+
+
+# -- one collection -----------------------------------------------------------------------------------
+class _ChunkMeta:
+    """Paths and page of every chunk, aligned with the BM25 rows, for pre-filtering."""
+
+    def __init__(self, ids: np.ndarray, rows: list[dict]):
+        self.ids = ids  # sorted ascending (BM25 rows follow chunk id order)
+        self.pages = [r["page"] for r in rows]
+        self.path_ids: list[list[int]] = []
+        self.paths: list[str] = []
+        seen: dict[str, int] = {}
+        for r in rows:
+            self.path_ids.append([seen.setdefault(p, len(seen)) for p in (r["sources"] or [r["source"]])])
+        self.paths = list(seen)
+        self._masks: dict[Filter, np.ndarray] = {}
+
+    def mask(self, flt: Filter) -> np.ndarray:
+        """(n_chunks,) bool: which rows pass the filter. The last few are kept."""
+        found = self._masks.get(flt)
+        if found is None:
+            ok_path = np.array([flt.match_source(p) for p in self.paths], dtype=bool)
+            found = np.array(
+                [flt.match_page(page) and bool(ok_path[pids].any()) for page, pids in zip(self.pages, self.path_ids)],
+                dtype=bool,
+            )
+            if len(self._masks) >= 16:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[flt] = found
+        return found
+
+    def allowed(self, chunk_ids: np.ndarray, flt: Filter) -> np.ndarray:
+        if not len(self.ids):
+            return np.zeros(len(chunk_ids), dtype=bool)
+        rows = np.minimum(np.searchsorted(self.ids, chunk_ids), len(self.ids) - 1)
+        return (self.ids[rows] == chunk_ids) & self.mask(flt)[rows]
+
+
+def _files_stamp(index: Index) -> tuple:
+    """Changes when any path changes. A renamed file keeps its chunks, so the index version (which
+    follows the chunk set) stays the same while the paths a source filter sees do not."""
+    store = getattr(index, "store", None)
+    try:
+        return tuple(store.db.execute("SELECT COUNT(*), COALESCE(MAX(indexed_at), 0) FROM files").fetchone())
+    except Exception:  # another store: the file listing itself is the stamp
+        return tuple((f["source"], f["hash"]) for f in index.files())
+
+
+class _Collection:
+    def __init__(self, index: Index, params: BM25Params):
+        self.index = index
+        self.name = index.name
+        self.params = params
+        self.lock = threading.RLock()
+        self.bm25: BM25Index | None = None
+        self.version: str | None = None
+        self.meta: _ChunkMeta | None = None
+        self.meta_stamp: tuple | None = None
+
+    def lexical(self, progress: bool = False) -> BM25Index:
+        """The BM25 index at the collection's current version (reloaded when it changed)."""
+        with self.lock:
+            version = self.index.version()
+            if self.bm25 is None or version != self.version:
+                self.bm25, self.version = load_or_build(self.index, self.params, progress=progress)
+                self.meta = None
+            return self.bm25
+
+    def chunk_meta(self) -> _ChunkMeta:
+        bm25 = self.lexical()
+        with self.lock:
+            stamp = (self.version, _files_stamp(self.index))
+            if self.meta is None or self.meta_stamp != stamp:
+                rows: list[dict] = []
+                for i in range(0, len(bm25.ids), 5000):
+                    rows += self.index.get_chunks(bm25.ids[i : i + 5000].tolist())
+                # A chunk removed between the two reads is simply absent: it fails every filter.
+                ids = np.array([r["id"] for r in rows], dtype=np.int64)
+                self.meta, self.meta_stamp = _ChunkMeta(ids, rows), stamp
+            return self.meta
+
+    def dense(self, qvec: np.ndarray, depth: int, flt: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, cosines) of the `depth` nearest chunks passing the filter, best first."""
+        meta = self.chunk_meta() if flt else None
+        k = depth
+        while True:
+            with self.lock:
+                scores, ids = self.index.vector_search(qvec[None, :], k)
+            scores, ids = scores[0], ids[0]
+            exhausted = bool((ids < 0).any())
+            scores, ids = scores[ids >= 0], ids[ids >= 0]
+            if meta is None:
+                return ids[:depth], scores[:depth]
+            keep = meta.allowed(ids, flt)
+            if keep.sum() >= depth or exhausted or k >= 4 * max(len(meta.ids), 1):
+                return ids[keep][:depth], scores[keep][:depth]
+            k *= 4  # a selective filter: widen the search until enough chunks pass it
+
+    def sparse(self, query: str, depth: int, flt: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, BM25 scores) of the `depth` best chunks sharing a term with the query."""
+        bm25 = self.lexical()
+        scores = bm25.scores(query)
+        if flt is not None:
+            meta = self.chunk_meta()
+            if len(meta.ids) != len(bm25.ids):  # a chunk vanished while the metadata was read
+                ok = meta.allowed(bm25.ids, flt)
+            else:
+                ok = meta.mask(flt)
+            scores = np.where(ok, scores, 0.0)
+        rows = np.flatnonzero(scores > 0)
+        if len(rows) > depth:
+            rows = rows[np.argpartition(-scores[rows], depth - 1)[:depth]]
+        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        return bm25.ids[rows], scores[rows]
+
+    def embeddings(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
+        with self.lock:
+            return {int(i): v for ids, vecs in self.index.store.embeddings(chunk_ids) for i, v in zip(ids, vecs)}
+
+
+def _top(keys: list, scores: np.ndarray, n: int) -> tuple[list, np.ndarray]:
+    if len(scores) > n:
+        part = np.argpartition(-scores, n - 1)[:n]
+    else:
+        part = np.arange(len(scores))
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return [keys[i] for i in order], scores[order]
+
+
+class Retriever:
+    """Hybrid search over one or more indexes. See the module docstring."""
+
+    def __init__(self, collections: list[str] | str, index_dir: Path = DEFAULT_INDEX_DIR,
+                 embedder: Embedder | list[Embedder] | None = None, config: RetrieverConfig | None = None):
+        names = [collections] if isinstance(collections, str) else list(collections or [])
+        if not names:
+            raise InvalidInput("no collection given; pass the name of an index (ragapp info lists them)")
+        self.index_dir = Path(index_dir)
+        self.config = config or RetrieverConfig()
+        self._embedders: list[Embedder] = [] if embedder is None else (
+            list(embedder) if isinstance(embedder, (list, tuple)) else [embedder])
+        self._lock = threading.Lock()
+        self._collections: dict[str, _Collection] = {}
+        self._embed_locks: dict[int, threading.Lock] = {}
+        self.names = list(dict.fromkeys(names))
+        for name in self.names:
+            self._collection(name)  # IndexNotFound now rather than at the first search
+
+    # -- collections and embedders -------------------------------------------------------------
+    def _collection(self, name: str) -> _Collection:
+        with self._lock:
+            col = self._collections.get(name)
+            if col is None:
+                from ragapp.index import Index
+
+                if not isinstance(name, str):
+                    raise InvalidInput(f"collection names are strings, got {name!r}")
+                index = Index.open(name, self.index_dir)  # IndexNotFound names it and lists the others
+                col = self._collections[name] = _Collection(index, self.config.bm25)
+            return col
+
+    def embedder_for(self, col: _Collection) -> Embedder:
+        """The given embedder of the model this collection was built with, else that model loaded
+        by name (collections built with different models each get their own)."""
+        given = next((e for e in self._embedders if e.name == col.index.embedder_name), None)
+        with col.lock:
+            return col.index.embedder(given)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder of the first collection (what its index was built with)."""
+        return self.embedder_for(self._collection(self.names[0]))
+
+    def _embed(self, embedder: Embedder, query: str) -> np.ndarray:
+        with self._lock:
+            lock = self._embed_locks.setdefault(id(embedder), threading.Lock())
+        with lock:
+            return np.asarray(embedder.encode_query(query), dtype=np.float32)
+
+    def prepare(self, progress: bool = False) -> None:
+        """Load or build every collection's BM25 index now (a server calls this at start-up)."""
+        for name in self.names:
+            self._collection(name).lexical(progress=progress)
+
+    def close(self) -> None:
+        with self._lock:
+            for col in self._collections.values():
+                col.index.close()
+            self._collections.clear()
+
+    # -- search --------------------------------------------------------------------------------
+    def search(self, query: str, k: int = DEFAULT_K, collections: list[str] | None = None,
+               filters: dict | None = None, mode: str = "hybrid", mmr: bool = False,
+               mmr_lambda: float = 0.5) -> list[Passage]:
+        """The k best passages for `query`, best first. Passage.score is the fused score (cosine in
+        dense mode, BM25 in bm25 mode)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("the query is empty; type a question or some keywords")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput(f"k must be a whole number of passages, at least 1, got {k!r}")
+        if mode not in MODES:
+            raise InvalidInput(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not 0.0 <= mmr_lambda <= 1.0:
+            raise InvalidInput(f"mmr_lambda={mmr_lambda} must be between 0 (diversity only) and 1 (relevance only)")
+        if isinstance(collections, str):
+            collections = [collections]
+        names = list(dict.fromkeys(collections)) if collections else self.names
+        cols = [self._collection(n) for n in names]
+        flt = parse_filters(filters)
+        cfg = self.config
+        need = max(4 * k, cfg.mmr_pool) if mmr else k
+        depth = max(cfg.depth, need)
+
+        dense_keys: list = []
+        dense_scores: list[np.ndarray] = []
+        sparse_keys: list = []
+        sparse_scores: list[np.ndarray] = []
+        by_model: dict[int, np.ndarray] = {}
+        qvecs: list[np.ndarray | None] = []  # per collection; MMR needs them too
+        for ci, col in enumerate(cols):
+            qvecs.append(None)
+            if mode != "bm25" or mmr:
+                emb = self.embedder_for(col)
+                if id(emb) not in by_model:
+                    by_model[id(emb)] = self._embed(emb, query)
+                qvecs[ci] = by_model[id(emb)]
+            if mode != "bm25":
+                ids, scores = col.dense(qvecs[ci], depth, flt)
+                dense_keys += [(ci, int(i)) for i in ids]
+                dense_scores.append(scores)
+            if mode != "dense":
+                ids, scores = col.sparse(query, depth, flt)
+                sparse_keys += [(ci, int(i)) for i in ids]
+                sparse_scores.append(scores)
+        dense = _top(dense_keys, np.concatenate(dense_scores), depth) if dense_scores else ([], np.zeros(0))
+        sparse = _top(sparse_keys, np.concatenate(sparse_scores), depth) if sparse_scores else ([], np.zeros(0))
+
+        if mode == "dense":
+            keys, fused = dense
+        elif mode == "bm25":
+            keys, fused = sparse
+        else:
+            keys, fused = self._fuse(dense, sparse)
+        keys, fused = keys[:need], fused[:need]
+        if mmr and len(keys) > 1:
+            keys, fused = self._mmr(cols, qvecs, keys, fused, k, mmr_lambda)
+        return self._passages(cols, keys[: k * 2], fused[: k * 2], flt)[:k]
+
+    def _fuse(self, dense, sparse) -> tuple[list, np.ndarray]:
+        cfg = self.config
+        weights = (cfg.dense_weight, cfg.bm25_weight)
+        if cfg.fusion == "rrf":
+            fused = rrf([dense[0], sparse[0]], weights, cfg.rrf_k)
+        else:
+            fused = convex([dict(zip(dense[0], dense[1].tolist())), dict(zip(sparse[0], sparse[1].tolist()))],
+                           weights, cfg.normalization)
+        # Ties (rare with real scores) go to the lower collection index, then the lower chunk id.
+        keys = sorted(fused, key=lambda key: (-fused[key], key))
+        return keys, np.array([fused[key] for key in keys], dtype=np.float64)
+
+    def _mmr(self, cols: list[_Collection], qvecs: list[np.ndarray], keys: list, fused: np.ndarray, k: int, lam: float):
+        by_col: dict[int, list[int]] = {}
+        for ci, cid in keys:
+            by_col.setdefault(ci, []).append(cid)
+        vecs: dict[tuple, np.ndarray] = {}
+        for ci, cids in by_col.items():
+            vecs.update({(ci, cid): v for cid, v in cols[ci].embeddings(cids).items()})
+        keys = [key for key in keys if key in vecs]  # a chunk removed meanwhile drops out
+        fused = np.array([s for key, s in zip(keys, fused) if key in vecs]) if keys else fused[:0]
+        # Collections of different embedders live in different spaces: give each its own block
+        # of dimensions, so cross-collection similarity is 0 and never penalizes.
+        offsets, width = {}, 0
+        space = [(cols[ci].index.embedder_name, len(vecs[(ci, cid)])) for ci, cid in keys]
+        for sp in space:
+            if sp not in offsets:
+                offsets[sp] = width
+                width += sp[1]
+        matrix = np.zeros((len(keys), max(width, 1)), np.float32)
+        for row, (key, sp) in enumerate(zip(keys, space)):
+            matrix[row, offsets[sp] : offsets[sp] + sp[1]] = vecs[key]
+        # MMR weighs relevance against passage-to-passage cosine, so relevance must be on the cosine
+        # scale too: the fused scores (any scale) keep their order and spacing but are mapped onto
+        # the span of the candidates' query cosines. Plain min-max to [0, 1] would make every
+        # pool look maximally spread, and near-duplicates (cosine ~1) would still win at lam=0.5.
+        cosines = np.array([float(vecs[key] @ qvecs[key[0]]) for key in keys])
+        span = fused.max() - fused.min() if len(fused) else 0.0
+        relevance = cosines.min() + (fused - fused.min()) / span * (cosines.max() - cosines.min()) if span > 0 else cosines
+        picked = mmr_select(relevance, matrix, k, lam, rescale=False)
+        return [keys[i] for i in picked], fused[picked]
+
+    def _passages(self, cols: list[_Collection], keys: list, scores: np.ndarray, flt: Filter | None) -> list[Passage]:
+        by_col: dict[int, list[int]] = {}
+        for ci, cid in keys:
+            by_col.setdefault(ci, []).append(cid)
+        rows: dict[tuple, dict] = {}
+        for ci, cids in by_col.items():
+            with cols[ci].lock:
+                for row in cols[ci].index.get_chunks(cids):
+                    rows[(ci, row["id"])] = row
+        out = []
+        for key, score in zip(keys, scores):
+            row = rows.get(key)
+            if row is None:  # removed since the search
+                continue
+            sources = row.get("sources") or [row["source"]]
+            source = row["source"]
+            if flt is not None:
+                # Checked again on the live paths; cite the path that matched the filter.
+                if not flt.match_page(row["page"]):
+                    continue
+                matching = [s for s in sources if flt.match_source(s)]
+                if not matching:
+                    continue
+                source = matching[0]
+            out.append(Passage(text=row["text"], source=source, page=row["page"], score=float(score),
+                               chunk_id=int(row["id"]), collection=cols[key[0]].name,
+                               start=int(row["start"]), end=int(row["end"]), sources=list(sources)))
+        return out
