@@ -1,0 +1,135 @@
+"""kill -9 at random moments, many times: the index always opens, and the next run finishes the
+job with exactly the chunks a clean build has (none lost, none duplicated).
+
+The indexer runs in a forked child process (fork keeps the already imported tokenizer, so each of
+the 25 runs starts in milliseconds instead of seconds); the parent SIGKILLs it at a random time.
+Between kills the folder changes (files added, edited, deleted, renamed, copied), so kills land
+in every phase of a sync: parsing, embedding, committing, collecting, saving vectors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from conftest import FakeEmbedder, sentences, write_files
+from ragapp.index import Index
+
+KILLS = 25
+DELAY = 0.01  # seconds a chunk in the fake embedder: a run takes a few tenths of a second
+
+
+@pytest.fixture
+def single_threaded_faiss():
+    # OpenMP thread pools do not survive fork(); with one thread faiss never starts one.
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def chunk_set(index):
+    return sorted((paths, text, page, start, end) for _, paths, text, page, start, end in index.store.chunk_rows())
+
+
+def check_opens_and_is_consistent(index_dir) -> int:
+    """Returns the store version."""
+    index = Index.open("docs", index_dir)
+    try:
+        ids = sorted(index.store.chunk_ids().tolist())
+        assert len(ids) == len(set(ids))
+        assert sorted(index.vectors().ids().tolist()) == ids
+        assert all(paths for _, paths, *_ in index.store.chunk_rows()), "a chunk no file cites"
+        for f in index.files():  # every file points at stored content
+            assert index.store.has_content(f["hash"])
+        return index.store.version()
+    finally:
+        index.close()
+
+
+def mutate(folder, rng: random.Random, step: int) -> None:
+    files = sorted(p for p in folder.rglob("*.txt"))
+    for p in rng.sample(files, min(3, len(files))):
+        p.write_text(sentences(rng.randrange(10**6), 16))
+    for j in range(3):
+        (folder / f"new-{step}-{j}.txt").write_text(sentences(rng.randrange(10**6), 16))
+    files = sorted(p for p in folder.rglob("*.txt"))
+    victim = rng.choice(files)
+    victim.unlink()
+    files.remove(victim)
+    moved = rng.choice(files)
+    moved.rename(folder / "moved" / f"m-{step}.txt") if (folder / "moved").is_dir() else None
+    src = rng.choice(sorted(p for p in folder.rglob("*.txt")))
+    (folder / f"copy-{step}.txt").write_bytes(src.read_bytes())
+
+
+def test_sigkill_at_random_points_many_times(tmp_path, tokenizer, single_threaded_faiss, monkeypatch):
+    import ragapp.chunking  # noqa: F401 - imported once here, not in each child
+    import ragapp.loaders  # noqa: F401
+    import ragapp.sync
+
+    # Commit every few files (the default groups 256 chunks), so a run has many commit points.
+    monkeypatch.setattr(ragapp.sync, "EMBED_GROUP", 6)
+
+    rng = random.Random(20241123)
+    folder = write_files(tmp_path / "docs", {f"f{i:02d}.txt": sentences(i, 16) for i in range(30)})
+    (folder / "moved").mkdir()
+    index_dir = tmp_path / "indexes"
+    Index.create("docs", index_dir, embedder=FakeEmbedder(tokenizer)).close()
+
+    def run_child() -> int:
+        pid = os.fork()
+        if pid == 0:  # the indexer
+            code = 1
+            try:
+                index = Index.open("docs", index_dir)
+                index.sync(folder, embedder=FakeEmbedder(tokenizer, delay=DELAY), progress=False)
+                code = 0
+            finally:
+                os._exit(code)
+        return pid
+
+    def run_to_end() -> float:
+        start = time.monotonic()
+        _, status = os.waitpid(run_child(), 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        return time.monotonic() - start
+
+    run_to_end()
+    # How long an uninterrupted run of one step's changes takes, to spread the kills over it.
+    mutate(folder, rng, -1)
+    step_time = run_to_end()
+
+    killed_mid_run = killed_after_commit = 0
+    version = check_opens_and_is_consistent(index_dir)
+    for step in range(KILLS):
+        mutate(folder, rng, step)
+        pid = run_child()
+        time.sleep(rng.uniform(0.0, 2 * step_time))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        new_version = check_opens_and_is_consistent(index_dir)
+        if os.WIFSIGNALED(status):
+            killed_mid_run += 1
+            killed_after_commit += new_version != version
+        version = new_version
+    # The kills must have hit runs in the middle, also after some of their commits.
+    assert killed_mid_run >= KILLS // 2, f"only {killed_mid_run} kills landed during a run"
+    assert killed_after_commit >= 3, f"only {killed_after_commit} kills landed after a commit"
+
+    # The next run finishes the job: exactly what a clean build of the final folder holds.
+    index = Index.open("docs", index_dir)
+    index.sync(folder, embedder=FakeEmbedder(tokenizer), progress=False)
+    clean = Index.create("clean", index_dir, embedder=FakeEmbedder(tokenizer))
+    clean.sync(folder, embedder=FakeEmbedder(tokenizer), progress=False)
+    assert chunk_set(index) == chunk_set(clean)
+    assert index.store.count("chunks") == clean.store.count("chunks")
+    assert sorted(f["source"] for f in index.files()) == sorted(f["source"] for f in clean.files())
+    index.close()
+    check_opens_and_is_consistent(index_dir)
