@@ -220,3 +220,20 @@ def test_hard_split_with_non_monotone_counts(tok):
     assert max(n for _, _, n in spans) <= 14
     covered = set().union(*(range(a, b) for a, b, _ in spans))
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+
+
+def test_sample_corpus_chunks(tok):
+    from pathlib import Path
+
+    from ragapp.loaders import load_file, scan_folder
+
+    files, _ = scan_folder(Path(__file__).resolve().parents[2] / "corpora" / "sample")
+    docs = [d for f in files for d in load_file(f)]
+    splitter = make_splitter(tok, 200, 30, max_tokens=256)
+    chunks = []
+    for doc in docs:
+        mine = chunk_documents([doc], tok, splitter=splitter)
+        assert_valid(tok, doc, mine, 200)
+        chunks += mine
+    assert len(chunks) > 60
+    assert {c.page for c in chunks if c.source.endswith("user-guide.pdf")} == set(range(1, 8))

@@ -396,3 +396,48 @@ def test_scan_folder_bad_folder(tmp_path):
     with pytest.raises(InvalidInput, match="not a folder"):
         scan_folder(tmp_path / "f.txt")
 
+
+
+# ----------------------------------------------------------------------------------------------
+# The sample corpus
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "corpora" / "sample"
+
+
+def test_sample_corpus_loads_every_file_with_text():
+    files, skipped = scan_folder(SAMPLE)
+    assert skipped == []
+    exts = {f.suffix for f in files}
+    assert {".pdf", ".md", ".txt", ".html", ".docx"} <= exts and len(files) >= 10
+    words = 0
+    for f in files:
+        docs = load_file(f)
+        assert docs and all(d.text.strip() for d in docs), f
+        words += sum(len(d.text.split()) for d in docs)
+    assert words > 5000
+    guide = load_file(SAMPLE / "user-guide.pdf")
+    assert [d.page for d in guide] == [1, 2, 3, 4, 5, 6, 7]
+    assert "Keeping an index in sync" in guide[3].text and "page 4 of 7" in guide[3].text
+    assert "Settings reference" in guide[6].text
+
+
+def _load_make_sample():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_sample", REPO / "corpora" / "make_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_sample_is_deterministic_and_matches_the_checked_in_files(tmp_path):
+    make_sample = _load_make_sample()
+    for out in ("a", "b"):
+        assert make_sample.main(["--out", str(tmp_path / out)]) == 0
+    for name in ("user-guide.pdf", "llm-toolkit.docx"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        # Text, not bytes, against the checked-in copy: another fpdf2/python-docx release may
+        # lay out the same text differently.
+        fresh = [(d.page, d.text) for d in load_file(tmp_path / "a" / name)]
+        assert fresh == [(d.page, d.text) for d in load_file(SAMPLE / name)], f"rerun corpora/make_sample.py ({name})"
