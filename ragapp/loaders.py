@@ -239,12 +239,12 @@ def _load_text(path: Path, data: bytes, source: str, ext: str) -> Document:
 # ---------------------------------------------------------------------------------------------
 # HTML
 
-_INVISIBLE_TAGS = ["script", "style", "noscript", "template", "head", "svg", "canvas", "iframe", "object"]
-_BLOCK_TAGS = [
+_INVISIBLE_TAGS = {"script", "style", "noscript", "template", "head", "svg", "canvas", "iframe", "object"}
+_BLOCK_TAGS = {
     "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog", "div", "dl",
     "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
     "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tr", "ul",
-]  # fmt: skip
+}  # fmt: skip
 _LINE, _PARA = "\x01", "\x02"  # break marks; removed from the markup before parsing
 _BREAKS = re.compile("[ \x01\x02]*[\x01\x02][ \x01\x02]*")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
@@ -268,25 +268,34 @@ def _load_html(path: Path, data: bytes, source: str) -> Document:
     markup = _clean(markup).replace(_LINE, "").replace(_PARA, "")
     soup = BeautifulSoup(markup, _html_parser())
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    for tag in soup(_INVISIBLE_TAGS):
-        tag.decompose()
-    # Elements the author hid are not visible text either.
-    for tag in soup.find_all(lambda t: t.has_attr("hidden") or _HIDDEN_STYLE.search(t.get("style", ""))):
-        tag.decompose()
+    # One walk over the tags (bs4's find_all per tag kind costs a full walk each). A decomposed
+    # tag has the name "": testing that is free, while bs4's `.decomposed` searches the subtree
+    # for a child tag named "_decomposed" on every live tag.
+    tags = soup.find_all(True)
+    # Invisible elements, and elements the author hid, are not visible text.
+    for tag in tags:
+        if tag.name and (
+            tag.name in _INVISIBLE_TAGS or tag.has_attr("hidden") or _HIDDEN_STYLE.search(tag.get("style") or "")
+        ):
+            tag.decompose()
     # Mark line and paragraph breaks, collapse the source's own whitespace (not significant in
     # HTML), then turn each run of marks into one break: block elements make paragraphs, while
     # inline ones (<a>, <b>) stay inside their sentence.
-    for pre in soup.find_all("pre"):
-        for s in pre.find_all(string=True):
-            s.replace_with(s.replace("\n", _LINE))
-    for br in soup.find_all("br"):
-        br.replace_with(_LINE)
-    for cell in soup.find_all(["td", "th"]):
-        cell.insert_after(" ")
-    for tag in soup.find_all(_BLOCK_TAGS):
-        mark = _LINE if tag.name in ("li", "tr", "dt", "dd") else _PARA
-        tag.insert_before(mark)
-        tag.insert_after(mark)
+    for tag in tags:
+        name = tag.name
+        if not name:
+            continue
+        if name == "br":
+            tag.replace_with(_LINE)
+        elif name in ("td", "th"):
+            tag.insert_after(" ")
+        elif name in _BLOCK_TAGS:
+            mark = _LINE if name in ("li", "tr", "dt", "dd") else _PARA
+            tag.insert_before(mark)
+            tag.insert_after(mark)
+            if name == "pre":
+                for string in tag.find_all(string=True):
+                    string.replace_with(string.replace("\n", _LINE))
     text = re.sub(r"\s+", " ", soup.get_text())
     text = _BREAKS.sub(lambda m: "\n\n" if _PARA in m.group() else "\n", text).strip()
     if not text:
