@@ -371,10 +371,13 @@ def _load_pdf(path: Path, data: bytes, source: str) -> list[Document]:
             # Many PDFs are encrypted only to restrict printing or copying and open with the empty
             # user password; only a real password stops us.
             try:
-                if not reader.decrypt(""):
-                    raise _fail(path, PDF_ENCRYPTED)
+                opened = reader.decrypt("")
             except DependencyError:
                 raise _fail(path, PDF_AES) from None
+            except Exception:  # an encryption scheme pypdf cannot open: still a decryption problem
+                raise _fail(path, PDF_ENCRYPTED) from None
+            if not opened:
+                raise _fail(path, PDF_ENCRYPTED)
         pages = reader.pages
         n_pages = len(pages)
         title = _pdf_title(reader)

@@ -274,6 +274,23 @@ def test_bad_input_exact_message(tmp_path, build, reason):
     assert "\n" not in str(exc.value)
 
 
+def test_aes_pdf_without_cryptography_says_what_to_install(tmp_path, monkeypatch):
+    # pypdf raises DependencyError for AES when `cryptography` is missing; simulated here because
+    # the project depends on cryptography (see the real AES tests above).
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError
+
+    def no_aes(self, password):
+        raise DependencyError("cryptography>=3.1 is required for AES algorithm")
+
+    plain = make_pdf(tmp_path / "p.pdf", ["Readable with the empty password."])
+    path = encrypt_pdf(plain, tmp_path / "aes.pdf", user_password="", algorithm="AES-128")
+    monkeypatch.setattr(PdfReader, "decrypt", no_aes)
+    with pytest.raises(LoaderError) as exc:
+        load_file(path)
+    assert str(exc.value) == msg(path, loaders.PDF_AES)
+
+
 def test_the_messages_read_as_documented():
     # The README table quotes these; changing one is a user-visible change.
     assert loaders.PDF_NO_TEXT == "no extractable text; scanned pages need OCR (e.g. ocrmypdf in.pdf out.pdf)"
