@@ -1,0 +1,596 @@
+"""The state shared by the web page and the HTTP API: collections per user, indexing jobs, chat.
+
+One `RagService` serves every request and thread of `ragapp serve`:
+
+- Collections are indexes in one folder. With login (`--auth`), user alice's collection "notes" is
+  the index `alice--notes`; she sees and changes only hers, plus the collections the server was
+  started with (`--index`), which are shared read-only. Without login everything is one user's.
+- Indexing (uploads, server folders) runs in one background thread, one job at a time: it uses
+  the whole CPU anyway, and an index takes one writer at a time (Index.writing() is an flock,
+  which two threads of one process would also collide on). Chats go on meanwhile: readers see
+  the last committed state of the SQLite store, and the retriever reloads when it changes.
+- Models are loaded once and shared: the generator serialises generation with its own lock; the
+  embedder is wrapped in `LockedEmbedder`, because a Hugging Face fast tokenizer raises
+  "Already borrowed" when two threads call it at once, and here retrieval, the citation check
+  and indexing all embed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ragapp.config import DEFAULT_EMBEDDER, DEFAULT_HOST, DEFAULT_INDEX_DIR, DEFAULT_K, DEFAULT_PORT
+from ragapp.errors import IndexNotFound, InvalidInput, RagError
+from ragapp.uploads import UploadLimits, check_batch, clear_partial, remove_upload, save_upload
+
+SEP = "--"  # between user and collection in the index name (user names have no "-")
+UPLOADS = "_uploads"  # index_dir/_uploads/INDEX/: saved uploads; "_" can never start an index name
+BACKENDS = ("llm", "hf", "openai", "extractive")  # extractive: quote the best passage sentences, no model
+
+
+class Forbidden(RagError):
+    """403: the collection is someone else's, or shared read-only."""
+
+
+class Busy(RagError):
+    """409: the collection is being indexed."""
+
+
+@dataclass
+class ServeConfig:
+    index_dir: Path = DEFAULT_INDEX_DIR
+    collections: list[str] = field(default_factory=list)  # --index: preselected; shared read-only with --auth
+    folder: Path | None = None  # --folder: indexed into collections[0] when the server starts
+    backend: str = "llm"
+    model: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    folder_roots: list[Path] | None = None  # where the page may index server folders (None: anywhere)
+    embedder: str = DEFAULT_EMBEDDER  # for collections created by an upload
+    k: int = DEFAULT_K
+
+    def __post_init__(self) -> None:
+        from ragapp.index import check_name
+
+        self.index_dir = Path(self.index_dir)
+        if self.backend not in BACKENDS:
+            raise InvalidInput(f"unknown --backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        for name in self.collections:
+            check_name(name)
+        if self.folder is not None and not self.collections:
+            raise InvalidInput("--folder needs --index NAME: the collection to index it into")
+        if not 0 < self.port < 65536:
+            raise InvalidInput(f"--port must be between 1 and 65535, got {self.port}")
+
+
+class LockedEmbedder:
+    """An Embedder whose encode calls take turns (see the module docstring)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.dim, self.max_seq_length = inner.name, inner.dim, inner.max_seq_length
+        self.tokenizer = inner.tokenizer
+        self._lock = threading.Lock()
+
+    def encode(self, texts, batch_size: int = 64, show_progress: bool = False):
+        with self._lock:
+            return self.inner.encode(texts, batch_size=batch_size, show_progress=show_progress)
+
+    def encode_query(self, text: str):
+        with self._lock:
+            return self.inner.encode_query(text)
+
+
+@dataclass
+class Job:
+    """One indexing run: an upload or a server folder, into one collection."""
+
+    id: str
+    owner: str
+    collection: str  # as the owner names it
+    index: str  # the index name on disk
+    what: str  # "3 uploaded files", "folder /data/docs"
+    status: str = "queued"  # queued | running | done | failed
+    message: str = ""
+    report: dict = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+    done_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def progress(self) -> tuple[int, int]:
+        """(files done, files in all) while running; sync reports progress only through its tqdm
+        bar, so the bar of this index is read (jobs of one index never overlap)."""
+        if self.status != "running":
+            return (1, 1) if self.status in ("done", "failed") else (0, 0)
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            if getattr(bar, "desc", "") == f"indexing {self.index}" and bar.total:
+                return int(bar.n), int(bar.total)
+        return 0, 0
+
+    def to_dict(self) -> dict:
+        done, total = self.progress()
+        return {"id": self.id, "collection": self.collection, "what": self.what, "status": self.status,
+                "message": self.message, "files_done": done, "files_total": total, "report": self.report}
+
+
+class RagService:
+    def __init__(self, config: ServeConfig, users=None, embedder=None, generator=None):
+        """`users`: ragapp.auth.Users or None (no login). `embedder`/`generator`: objects to use
+        instead of loading by name (tests pass small ones; a generator is used for the configured backend)."""
+        self.config = config
+        self.users = users
+        self._fixed_embedder = embedder
+        self._fixed_generator = generator
+        self.default_backend = config.backend
+        self._lock = threading.Lock()
+        self._embedders: dict[str, LockedEmbedder] = {}
+        self._sessions: dict[tuple, Any] = {}
+        self._write_locks: dict[str, threading.Lock] = {}
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-index")
+        config.index_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- users and names ---------------------------------------------------------------------------
+    @property
+    def auth(self) -> bool:
+        return self.users is not None
+
+    def owner(self, user: str | None) -> str:
+        if not self.auth:
+            return "local"
+        if not user or user not in self.users:
+            raise Forbidden("log in first")
+        return user
+
+    def real_name(self, user: str | None, name: str) -> str:
+        from ragapp.index import check_name
+
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput("no collection given; choose a collection (or type a new name to create one)")
+        name = check_name(name.strip())
+        if not self.auth or name in self.config.collections:
+            return name
+        return check_name(f"{self.owner(user)}{SEP}{name}")
+
+    def display_name(self, user: str | None, real: str) -> str:
+        prefix = f"{user}{SEP}"
+        return real[len(prefix):] if self.auth and real.startswith(prefix) else real
+
+    def writable(self, user: str | None, name: str) -> bool:
+        return not self.auth or name not in self.config.collections
+
+    def collections(self, user: str | None) -> list[str]:
+        """The collections this user sees, by the names they use."""
+        from ragapp.index import list_indexes
+
+        have = list_indexes(self.config.index_dir)
+        if not self.auth:
+            return have
+        prefix = f"{self.owner(user)}{SEP}"
+        return [n for n in have if n in self.config.collections] + [n[len(prefix):] for n in have if n.startswith(prefix)]
+
+    def resolve(self, user: str | None, names: Sequence[str] | str | None, write: bool = False) -> list[str]:
+        """Index names for the user's collection names; IndexNotFound lists what they have."""
+        names = [names] if isinstance(names, str) else list(names or [])
+        visible = self.collections(user)
+        if not names:
+            names = [n for n in self.config.collections if n in visible] or (visible if len(visible) == 1 else [])
+            if not names:
+                raise InvalidInput("no collection chosen; pick one (or upload documents into a new one)")
+        out = []
+        for name in dict.fromkeys(names):
+            if write and not self.writable(user, name):
+                raise Forbidden(f"collection {name!r} is shared read-only; upload into a collection of your own")
+            if name not in visible:
+                hint = f"; yours: {', '.join(visible)}" if visible else "; upload documents to create one"
+                raise IndexNotFound(f"no collection {name!r}{hint}")
+            out.append(self.real_name(user, name))
+        return out
+
+    # -- models ------------------------------------------------------------------------------------
+    def embedder_for(self, name: str) -> LockedEmbedder:
+        with self._lock:
+            if name not in self._embedders:
+                fixed = self._fixed_embedder
+                if fixed is not None and fixed.name == name:
+                    inner = fixed
+                else:
+                    from ragapp.embed import load_embedder
+
+                    inner = load_embedder(name)
+                self._embedders[name] = LockedEmbedder(inner)
+            return self._embedders[name]
+
+    def new_collection_embedder(self) -> LockedEmbedder:
+        fixed = self._fixed_embedder
+        return self.embedder_for(fixed.name if fixed is not None else self.config.embedder)
+
+    def session(self, backend: str, model: str | None, embedder_name: str):
+        from ragapp.chat import ChatSession
+
+        if backend not in BACKENDS:
+            raise InvalidInput(f"unknown generator backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        model = (model or "").strip() or None
+        gen_backend = "llm" if backend == "extractive" else backend
+        key = (gen_backend, model, embedder_name)
+        with self._lock:
+            session = self._sessions.get(key)
+        if session is None:
+            generator = None
+            if self._fixed_generator is not None and gen_backend == self.config.backend and model in (None, self.config.model):
+                generator = self._fixed_generator
+            session = ChatSession([], index_dir=self.config.index_dir, generator=generator, backend=gen_backend,
+                                  model=model, embedder=self.embedder_for(embedder_name))
+            with self._lock:
+                session = self._sessions.setdefault(key, session)
+        return session
+
+    def check_generator(self) -> str | None:
+        """Load the default generator now; on failure fall back to extractive answers and say why."""
+        if self.default_backend == "extractive":
+            return None
+        try:
+            session = self.session(self.default_backend, self.config.model, self.new_collection_embedder().name)
+            session.generator  # noqa: B018 - loads it
+            return None
+        except RagError as err:
+            self.default_backend = "extractive"
+            return f"{err}; answering with quoted passage sentences (extractive) instead"
+
+    # -- chat --------------------------------------------------------------------------------------
+    def chat_stream(self, user: str | None, question: str, history: Sequence[tuple[str, str]] = (),
+                    collections: Sequence[str] | None = None, *, k: int | None = None, backend: str | None = None,
+                    model: str | None = None, temperature: float = 0.0, gate: bool = True,
+                    max_new_tokens: int = 256, mode: str = "hybrid") -> Iterator:
+        """Partial answer texts, then the final Answer (ragapp.chat.ChatSession.answer_stream)."""
+        from ragapp.chat import ChatSettings
+        from ragapp.index import Index
+
+        real = self.resolve(user, collections)
+        embedders = set()
+        for name in real:
+            with Index.open(name, self.config.index_dir) as index:
+                embedders.add(index.embedder_name)
+        if len(embedders) > 1:
+            raise InvalidInput(f"the chosen collections were built with different embedders ({', '.join(sorted(embedders))}); "
+                               "chat with collections of one embedder at a time")
+        backend = backend or self.default_backend
+        settings = ChatSettings(k=int(k or self.config.k), mode=mode, temperature=float(temperature),
+                                max_new_tokens=int(max_new_tokens), gate=bool(gate), extractive_only=backend == "extractive")
+        session = self.session(backend, model if backend != "extractive" else None, embedders.pop())
+        return session.answer_stream(question, list(history), real, settings)
+
+    def search(self, user: str | None, query: str, collections=None, k: int | None = None, **options):
+        real = self.resolve(user, collections)
+        from ragapp.index import Index
+
+        with Index.open(real[0], self.config.index_dir) as index:
+            emb = index.embedder_name
+        retriever = self.session(self.default_backend, None, emb).retriever(real)
+        return retriever.search(query, k=int(k or self.config.k), collections=real, **options)
+
+    def remember(self, user: str | None, answer) -> str:
+        """Keep an answer for the page's citation panel; returns its id (unguessable)."""
+        key = uuid.uuid4().hex[:16]
+        with self._lock:
+            self._answers[key] = (self.owner(user), answer)
+            while len(self._answers) > 2000:
+                self._answers.popitem(last=False)
+        return key
+
+    def recall(self, user: str | None, key: str):
+        with self._lock:
+            found = self._answers.get(key)
+        if found is None or found[0] != self.owner(user):
+            raise InvalidInput("that answer is no longer kept on the server; ask again to see its sources")
+        return found[1]
+
+    # -- documents ---------------------------------------------------------------------------------
+    def upload_folder(self, real: str) -> Path:
+        return self.config.index_dir / UPLOADS / real
+
+    def _write_lock(self, real: str) -> threading.Lock:
+        with self._lock:
+            return self._write_locks.setdefault(real, threading.Lock())
+
+    def files(self, user: str | None, collection: str) -> list[dict]:
+        from ragapp.index import Index
+
+        (real,) = self.resolve(user, [collection])
+        with Index.open(real, self.config.index_dir) as index:
+            return index.files()
+
+    def info(self, user: str | None, collection: str) -> dict:
+        from ragapp.index import Index
+
+        (real,) = self.resolve(user, [collection])
+        with Index.open(real, self.config.index_dir) as index:
+            info = index.info()
+        info.update(name=collection, writable=self.writable(user, collection))
+        for key in ("path", "folders"):
+            info.pop(key, None)  # server paths are not the user's business
+        return info
+
+    def upload(self, user: str | None, collection: str, files: Sequence[tuple[str, BinaryIO | Path]]) -> Job:
+        """Save the files (limits, safe names) into the collection's upload folder, then index them in the background."""
+        from ragapp.index import Index, check_name
+
+        owner = self.owner(user)
+        if not self.writable(user, check_name(collection.strip())):
+            raise Forbidden(f"collection {collection!r} is shared read-only; upload into a collection of your own")
+        collection = collection.strip()
+        real = self.real_name(user, collection)
+        limits = self.config.limits
+        names = check_batch([name for name, _ in files], limits)
+        folder = self.upload_folder(real)
+        budget = [limits.max_total_bytes]
+        saved = [save_upload(src, folder, name, limits, budget) for name, (_, src) in zip(names, files)]
+        with self._write_lock(real):
+            try:
+                Index.open(real, self.config.index_dir).close()
+            except IndexNotFound:
+                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
+
+        def work(index):
+            return index.add_files(saved, base=folder, embedder=self.embedder_for(index.embedder_name), progress=True)
+
+        n = len(saved)
+        return self._submit(owner, collection, real, f"{n} uploaded file{'s' if n != 1 else ''}", work)
+
+    def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False) -> Job:
+        """Index (incrementally) a folder on the server's disk into a collection, in the background."""
+        from ragapp.index import Index, check_name
+
+        owner = self.owner(user) if not trusted else "server"
+        collection = check_name(str(collection).strip())
+        if not trusted and not self.writable(user, collection):
+            raise Forbidden(f"collection {collection!r} is shared read-only; index into a collection of your own")
+        real = self.real_name(user, collection) if not trusted else collection
+        path = Path(str(folder)).expanduser()
+        if not str(folder).strip() or not path.is_dir():
+            raise InvalidInput(f"{folder}: no such folder on the server; give the path of a folder of documents")
+        path = path.resolve()
+        roots = self.config.folder_roots
+        if not trusted and roots is not None and not any(path.is_relative_to(r.resolve()) for r in roots):
+            where = ", ".join(str(r) for r in roots) or "nowhere (start the server with --folder-root DIR)"
+            raise Forbidden(f"{path}: indexing server folders is allowed only under {where}")
+        with self._write_lock(real):
+            try:
+                Index.open(real, self.config.index_dir).close()
+            except IndexNotFound:
+                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
+
+        def work(index):
+            return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True)
+
+        return self._submit(owner, collection, real, f"folder {path}", work)
+
+    def remove_file(self, user: str | None, collection: str, source: str) -> int:
+        from ragapp.index import Index
+
+        (real,) = self.resolve(user, [collection], write=True)
+        lock = self._write_lock(real)
+        if not lock.acquire(timeout=2.0):
+            raise Busy(f"collection {collection!r} is being indexed; try again when the job finishes")
+        try:
+            with Index.open(real, self.config.index_dir) as index:
+                if index.store.file(source) is None:
+                    raise IndexNotFound(f"no file {source!r} in collection {collection!r}; "
+                                        "its file list shows the names (GET /v1/documents/COLLECTION)")
+                removed = index.remove_files([source])
+            remove_upload(self.upload_folder(real), source)
+            return removed
+        finally:
+            lock.release()
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def _submit(self, owner: str, collection: str, real: str, what: str, work) -> Job:
+        job = Job(uuid.uuid4().hex[:12], owner, collection, real, what)
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > 200:
+                self._jobs.popitem(last=False)
+        self._pool.submit(self._run, job, work)
+        return job
+
+    def _run(self, job: Job, work) -> None:
+        from ragapp.index import Index
+
+        job.started = time.time()
+        try:
+            with self._write_lock(job.index):
+                job.status = "running"
+                with Index.open(job.index, self.config.index_dir) as index:
+                    report = work(index)
+                    info = index.info()
+            job.report = {k: getattr(report, k) for k in ("added", "updated", "removed", "unchanged", "renamed",
+                                                          "skipped", "chunks_added", "chunks_removed", "seconds")}
+            job.report["failed"] = [list(f) for f in report.failed]
+            failed = f"; {len(report.failed)} failed: " + "; ".join(r for _, r in report.failed[:3]) if report.failed else ""
+            job.message = (f"{job.collection}: added {report.added}, updated {report.updated}, unchanged "
+                           f"{report.unchanged}, removed {report.removed}{failed} — {info['files']} files, "
+                           f"{info['chunks']} chunks")
+            job.status = "done"
+        except Exception as err:  # noqa: BLE001 - the job reports any failure instead of dying silently
+            job.status = "failed"
+            job.message = str(err) if isinstance(err, RagError) else f"{type(err).__name__}: {err}"
+        finally:
+            job.finished = time.time()
+            job.done_event.set()
+
+    def job(self, user: str | None, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.owner not in (self.owner(user), "server"):
+            raise IndexNotFound(f"no indexing job {job_id!r}")
+        return job
+
+    def jobs(self, user: str | None) -> list[Job]:
+        owner = self.owner(user)
+        with self._lock:
+            return [j for j in self._jobs.values() if j.owner in (owner, "server")]
+
+    def wait(self, job: Job, timeout: float | None = None) -> Job:
+        job.done_event.wait(timeout)
+        return job
+
+    # -- start and stop ----------------------------------------------------------------------------
+    def start(self) -> list[str]:
+        """Finish what a previous run left: partial uploads, uploads not yet indexed; index --folder.
+        Returns lines for the console."""
+        from ragapp.index import Index, list_indexes
+
+        notes = []
+        uploads = self.config.index_dir / UPLOADS
+        for real in list_indexes(self.config.index_dir):
+            folder = uploads / real
+            clear_partial(folder)
+            files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+            if not files:
+                continue
+            with Index.open(real, self.config.index_dir) as index:
+                known = {f["source"] for f in index.files()}
+            missing = [p for p in files if p.name not in known]
+            if missing:
+                owner = real.split(SEP, 1)[0] if self.auth and SEP in real else "server"
+
+                def work(index, paths=missing, base=folder):
+                    return index.add_files(paths, base=base, embedder=self.embedder_for(index.embedder_name))
+
+                self._submit(owner, self.display_name(owner, real), real, f"{len(missing)} interrupted uploads", work)
+                notes.append(f"resuming {len(missing)} upload(s) into {real!r} interrupted by the last shutdown")
+        if self.config.folder is not None:
+            name = self.config.collections[0]
+            job = self.index_folder(None, name, self.config.folder, trusted=True)
+            notes.append(f"indexing {self.config.folder} into {name!r} in the background (job {job.id})")
+        return notes
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- ragapp serve
+
+
+def serve_args(p) -> None:
+    from ragapp.cli import _add_index_dir
+
+    p.add_argument("--index", action="append", dest="indexes", metavar="NAME", default=[],
+                   help="collection to preselect; repeat for several (with --auth: shared read-only with every user)")
+    p.add_argument("--folder", type=Path, help="index this folder into the first --index when the server starts "
+                                               "(incremental, in the background; the page works meanwhile)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; "
+                                                        "0.0.0.0 opens it to the network: use --auth)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    p.add_argument("--backend", choices=BACKENDS, default="llm",
+                   help="generator: llm (the shipped default model), hf, openai, or extractive (no model) (default: llm)")
+    p.add_argument("--model", help="llm checkpoint folder, Hugging Face folder or hub id, or the served model name (openai)")
+    p.add_argument("--auth", type=Path, metavar="FILE", help="users file (python -m ragapp.auth add FILE NAME); "
+                                                             "or set RAGAPP_USERS. Each user gets their own collections")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages retrieved per question (default: {DEFAULT_K})")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file accepted by upload (default: 50)")
+    p.add_argument("--max-upload-files", type=int, default=20, help="most files in one upload (default: 20)")
+    p.add_argument("--folder-root", type=Path, action="append", dest="folder_roots", metavar="DIR",
+                   help="the page may index server folders only under DIR (repeatable). Default: anywhere on "
+                        "127.0.0.1 without --auth, nowhere otherwise")
+    _add_index_dir(p)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def serve_run(args) -> int:
+    import sys
+
+    from ragapp.auth import load_users
+    from ragapp.index import Index
+
+    users = load_users(args.auth)
+    if args.folder is not None and not args.folder.is_dir():
+        raise InvalidInput(f"--folder {args.folder}: no such folder")
+    limits = UploadLimits(max_file_bytes=int(args.max_upload_mb * 1024 * 1024), max_files=args.max_upload_files)
+    roots = args.folder_roots if args.folder_roots else (None if users is None and _loopback(args.host) else [])
+    config = ServeConfig(index_dir=args.index_dir, collections=list(dict.fromkeys(args.indexes)), folder=args.folder,
+                         backend=args.backend, model=args.model, host=args.host, port=args.port, limits=limits,
+                         folder_roots=roots, k=args.k)
+    for name in config.collections[1 if args.folder else 0:]:
+        Index.open(name, config.index_dir).close()  # IndexNotFound says how to create it
+    if not _loopback(args.host) and users is None:
+        bar = "!" * 78
+        print(f"{bar}\nWARNING: serving on {args.host}:{args.port} WITHOUT LOGIN. Anyone who can reach this machine "
+              f"can read,\nupload and delete your documents. Use --auth FILE (python -m ragapp.auth add FILE NAME).\n{bar}",
+              file=sys.stderr)
+    service = RagService(config, users=users)
+    note = service.check_generator()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    for line in service.start():
+        print(line, file=sys.stderr)
+    run_server(service)
+    return 0
+
+
+def run_server(service: RagService) -> None:
+    import sys
+
+    import uvicorn
+
+    from ragapp.api import build_app
+
+    app = build_app(service)
+    host = service.config.host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ragapp: open http://{shown}:{service.config.port}/  (API: /v1/..., docs: /docs)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=service.config.port, log_level="warning")
+    finally:
+        service.close()
+
+
+class BackgroundServer:
+    """The app served by uvicorn in a thread on a free port (tests, benchmarks, notebooks):
+
+        with BackgroundServer(service) as url:
+            httpx.get(f"{url}/v1/collections")
+    """
+
+    def __init__(self, service: RagService, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 60.0):
+        self.service, self.host, self.port, self.start_timeout = service, host, port, start_timeout
+        self.url = ""
+
+    def __enter__(self) -> str:
+        import uvicorn
+
+        from ragapp.api import build_app
+
+        config = uvicorn.Config(build_app(self.service), host=self.host, port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="ragapp-uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start within {self.start_timeout:.0f} s")
+            time.sleep(0.05)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{self.host}:{port}"
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self.service.close()
