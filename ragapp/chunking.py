@@ -29,6 +29,9 @@ from ragapp.types import Chunk, Document
 # separator stays at the end of the piece before it, so a sentence keeps its full stop.
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "。", "？", "！", "; ", "；", ", ", "，", "、", " ", ""]
 
+# English averages about 4.5 characters a word piece; text at over 10 is rare (long [UNK] words).
+MAX_CHARS_PER_TOKEN = 10
+
 # Below this many content tokens a chunk carries too little meaning to retrieve.
 MIN_CONTENT_TOKENS = 8
 
@@ -132,11 +135,15 @@ class TokenSplitter(RecursiveCharacterTextSplitter):
                 separator, deeper = sep, separators[i + 1 :]
                 break
         splits = _split_keep_end(text, separator)
-        self.counter.prefill(splits)  # one batched call instead of one call per piece
+        # A piece this long is split further without being counted: it is almost surely over the
+        # budget, and counting whole articles at every level would tokenize the text many times.
+        # (Were it not, its sub-pieces merge back up to the chunk size: only the cut points move.)
+        cap = self._chunk_size * MAX_CHARS_PER_TOKEN
+        self.counter.prefill(p for p in splits if len(p) <= cap)  # one batched call, not one per piece
         out: list[_Span] = []
         good: list[_Span] = []
         for piece in splits:
-            if self.counter(piece) < self._chunk_size:
+            if len(piece) <= cap and self.counter(piece) < self._chunk_size:
                 good.append(piece)
                 continue
             if good:
