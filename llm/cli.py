@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def cmd_train(objective: str, a) -> int:
     s = train(cfg)
     if s.get("interrupted"):
         return 130
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     val = "  ".join(f"{k} {v:.4g}" for k, v in (s.get("val") or {}).items())
     print(f"done: {s['step']} steps, {s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s; held-out {val}; "
           f"model in {Path(cfg.out_dir) / 'final'}")

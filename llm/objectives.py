@@ -130,12 +130,19 @@ class Objective:
         """Tokens processed (for tokens/s): non-pad input positions."""
         return int(batch["idx"].numel())
 
-    def eval_batches(self):
-        """Fixed held-out micro-batches (the same at every evaluation)."""
+    def eval_chunks(self, shard: bool) -> list[list[int]]:
+        """Fixed held-out micro-batches (the same at every evaluation): eval_batches global batches.
+        shard: this rank's share (DDP); the union over ranks is what one process with the same global
+        batch evaluates."""
         if self.val_data is None or not self.val_index:
             return []
-        bs, idx = self.cfg.batch_size, self.val_index[: self.cfg.batch_size * self.cfg.eval_batches]
-        return [self.val_data.batch(idx[i:i + bs]) for i in range(0, len(idx), bs)]
+        bs = self.cfg.batch_size
+        idx = list(self.val_index[: bs * self.world * self.cfg.eval_batches])
+        chunks = [idx[i:i + bs] for i in range(0, len(idx), bs)]
+        return chunks[self.rank::self.world] if shard else chunks
+
+    def eval_batches(self, shard: bool = False):
+        return [self.val_data.batch(c) for c in self.eval_chunks(shard)]
 
     def summarize_eval(self, sums: dict) -> dict:
         out = {"loss": sums["loss_sum"] / max(sums["count"], 1)}
@@ -240,9 +247,8 @@ class RewardObjective(DPOObjective):
         start, count = self.sample_range(step, micro)
         return self.train_data.score_batch([self.train_index[i] for i in self.sampler(start, count)])
 
-    def eval_batches(self):
-        bs, idx = self.cfg.batch_size, (self.val_index or [])[: self.cfg.batch_size * self.cfg.eval_batches]
-        return [self.val_data.score_batch(idx[i:i + bs]) for i in range(0, len(idx), bs)]
+    def eval_batches(self, shard: bool = False):
+        return [self.val_data.score_batch(c) for c in self.eval_chunks(shard)]
 
 
 class ClassifyObjective(Objective):

@@ -105,15 +105,14 @@ class RLObjective(Objective):
     def tokens(self, batch) -> int:
         return int((batch["idx"] != self.pad_id).sum())
 
-    def evaluate(self) -> dict:
-        """Mean reward of greedy completions of the held-out prompts (deterministic)."""
-        idx = (self.val_index or [])[: self.cfg.batch_size * self.cfg.eval_batches]
-        if not idx:
-            return {}
+    def eval_sums(self, shard: bool) -> dict:
+        """Reward of greedy completions of the held-out prompts (deterministic)."""
         total, n = 0.0, 0
-        for i in range(0, len(idx), self.cfg.batch_size):
-            prompts = [self.val_data.prompts[j] for j in idx[i:i + self.cfg.batch_size]]
-            b = self.rollout(prompts, 0.0, None, 1)
+        for chunk in self.eval_chunks(shard):
+            b = self.rollout([self.val_data.prompts[j] for j in chunk], 0.0, None, 1)
             total += float(b["rewards"].sum())
-            n += len(prompts)
-        return {"reward": total / n}
+            n += len(chunk)
+        return {"reward": total, "n": n} if n else {}
+
+    def summarize_eval(self, sums: dict) -> dict:
+        return {"reward": sums["reward"] / max(sums["n"], 1)}

@@ -83,6 +83,8 @@ def set_rng_state(state: dict) -> None:
 def fingerprint(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, p in sorted(module.state_dict().items()):
+        if hasattr(p, "full_tensor"):  # FSDP shard: every rank gathers the whole tensor (collective)
+            p = p.full_tensor()
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -423,19 +425,32 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         obj = self.objective
+        shard = self.distributed and not self.cfg.fsdp  # FSDP: every rank joins every forward
         self.module.eval()
         try:
             with self.autocast():
-                if hasattr(obj, "evaluate"):
-                    return obj.evaluate()
-                sums: dict[str, float] = {}
-                for batch in obj.eval_batches():
-                    out = self.module(**{k: v.to(self.device) for k, v in batch.items()})
-                    for k, v in out.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                return obj.summarize_eval(sums) if sums else {}
+                if hasattr(obj, "eval_sums"):
+                    sums = obj.eval_sums(shard)
+                else:
+                    sums: dict[str, float] = {}
+                    for batch in obj.eval_batches(shard):
+                        out = self.module(**{k: v.to(self.device) for k, v in batch.items()})
+                        for k, v in out.items():
+                            sums[k] = sums.get(k, 0.0) + float(v)
+            if shard:
+                parts = [None] * self.world
+                dist.all_gather_object(parts, sums)
+                sums = {}
+                for part in parts:
+                    for k, v in part.items():
+                        sums[k] = sums.get(k, 0.0) + v
+            return obj.summarize_eval(sums) if sums else {}
         finally:
             self.module.train()
+            if hasattr(self.module, "reshard"):
+                # FSDP leaves the root's parameters unsharded after a forward without backward; the optimizer
+                # and the state-dict gathering expect the sharded ones
+                self.module.reshard()
 
     def _write_metrics(self, row: dict) -> None:
         if self.is_main:
