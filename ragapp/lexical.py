@@ -1,0 +1,99 @@
+"""Word-level text helpers shared by the gate, the citation check and the extractive answer.
+
+Hand-written because they are a few regular expressions: sentence splitting that keeps character
+offsets (for highlights) and keeps "[n]" markers with the sentence they close, which no library
+sentence splitter does, and a content-term list (stopwords removed, Snowball-stemmed by PyStemmer,
+which bm25s already brings in).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had has
+    have having he her here hers herself him himself his how i if in into is it its itself just me more
+    most my myself no nor not of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves s t don ll ve re d m o y one many much whose whom
+    did does doing according name named called used use""".split()
+)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace and an
+# upper-case letter, digit, quote or bracket. Single capitals ("J. Smith") and a few common
+# abbreviations are not sentence ends.
+_END = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[\"“'‘(\[]?[A-Z0-9])")
+_ABBREV = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|e\.g|i\.e|cf|No|Fig|approx|U\.S|Inc|Ltd|Co))\.$")
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer  # PyStemmer: tiny C extension, imported lazily only to keep import time flat
+
+    return Stemmer.Stemmer("english")
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words, in order (stopwords and citation numbers removed)."""
+    text = CITATION.sub(" ", text)
+    kept = [w for w in words(text) if w not in STOPWORDS]
+    return _stemmer().stemWords(kept) if kept else []
+
+
+def term_set(text: str) -> frozenset[str]:
+    return frozenset(terms(text))
+
+
+def coverage(needles: frozenset[str] | set[str], haystack: frozenset[str] | set[str]) -> float:
+    """Share of `needles` found in `haystack` (1.0 when there are no needles)."""
+    if not needles:
+        return 1.0
+    return len(needles & haystack) / len(needles)
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of `text`, whitespace-trimmed, in order.
+
+    Citation markers written after the full stop ("... in 1066. [2] Later ...") stay with the
+    sentence they follow, because that is the sentence they cite.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for m in _END.finditer(text):
+        end = m.start(1)  # the sentence keeps its full stop and closing quote
+        if _ABBREV.search(text[start:end].rstrip("\"'”’)]")):
+            continue
+        spans.append((start, end))
+        start = m.end()
+    spans.append((start, len(text)))
+    # move leading "[n]" markers of a sentence to the end of the previous one
+    fixed: list[tuple[int, int]] = []
+    for s, e in spans:
+        lead = re.match(r"(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])+", text[s:e])
+        if lead and fixed:
+            ps, _ = fixed[-1]
+            fixed[-1] = (ps, s + lead.end())
+            s += lead.end()
+        fixed.append((s, e))
+    out = []
+    for s, e in fixed:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+    return out
+
+
+def sentences(text: str) -> list[str]:
+    return [text[s:e] for s, e in split_sentences(text)]

@@ -1,0 +1,72 @@
+"""Embedding similarity with a per-text cache, for the gate, the citation check and the extractive answer.
+
+The same passages and their sentences come back question after question (a conversation, an
+evaluation over one corpus), so their vectors are kept (LRU by text) instead of re-encoded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ragapp.embed import Embedder
+
+
+class VectorCache:
+    def __init__(self, embedder: "Embedder", max_items: int = 50_000):
+        self.embedder = embedder
+        self.max_items = max_items
+        self._vecs: OrderedDict[str, "np.ndarray"] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> "np.ndarray":
+        """(n, dim) normalized vectors of `texts`, encoding only those not seen before."""
+        import numpy as np
+
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vecs))
+        if missing:
+            new = self.embedder.encode(missing)
+            with self._lock:
+                for t, v in zip(missing, new):
+                    self._vecs[t] = v
+                while len(self._vecs) > self.max_items:
+                    self._vecs.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                v = self._vecs.get(t)
+                if v is None:  # evicted between the two steps by another thread
+                    v = self.embedder.encode([t])[0]
+                else:
+                    self._vecs.move_to_end(t)
+                out.append(v)
+        if not out:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def similarities(self, query: str, texts: list[str]) -> "np.ndarray":
+        """Cosine similarity of `query` with each of `texts`, shape (len(texts),)."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        vecs = self.encode([query, *texts])
+        return vecs[1:] @ vecs[0]
+
+
+_caches: dict[int, VectorCache] = {}
+_caches_lock = threading.Lock()
+
+
+def vector_cache(embedder: "Embedder") -> VectorCache:
+    """One shared cache per embedder object."""
+    with _caches_lock:
+        cache = _caches.get(id(embedder))
+        if cache is None or cache.embedder is not embedder:
+            cache = _caches[id(embedder)] = VectorCache(embedder)
+        return cache
