@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from ragapp.config import DEFAULT_MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
@@ -27,6 +28,7 @@ HTML_EXTENSIONS = (".html", ".htm")
 UNSUPPORTED = "unsupported file type {ext!r}; supported: " + " ".join(SUPPORTED_EXTENSIONS)
 NOT_FOUND = "file not found"
 NOT_A_FILE = "not a regular file"
+CANNOT_READ = "cannot be read ({reason})"
 PERMISSION = "permission denied; make the file readable (chmod a+r) or move it out of the folder"
 TOO_LARGE = "file is {size} MB, over the {limit} MB limit; raise it with --max-file-mb"
 EMPTY = "empty file"
@@ -111,7 +113,7 @@ def load_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Docum
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     try:
         st = path.stat()
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):  # a folder, or a fifo that open() would block on
             raise _fail(path, NOT_A_FILE)
         if st.st_size > max_bytes:
             raise _fail(path, TOO_LARGE.format(size=_mb(st.st_size), limit=_mb(max_bytes)))
@@ -126,6 +128,8 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
         raise _fail(path, PERMISSION) from None
     except IsADirectoryError:
         raise _fail(path, NOT_A_FILE) from None
+    except OSError as e:  # I/O error, too many symlink levels, name too long...
+        raise _fail(path, CANNOT_READ.format(reason=e.strerror or type(e).__name__)) from None
     if len(data) > max_bytes:
         raise _fail(path, TOO_LARGE.format(size=_mb(len(data)), limit=_mb(max_bytes)))
     if not data:

@@ -262,6 +262,9 @@ BAD_INPUTS = [
      "unsupported file type '(none)'; supported: .pdf .txt .md .markdown .html .htm .docx"),
     ("missing", lambda t: t / "gone.txt", loaders.NOT_FOUND),
     ("directory", lambda t: (t / "folder.md").mkdir() or t / "folder.md", loaders.NOT_A_FILE),
+    ("fifo", lambda t: os.mkfifo(t / "pipe.txt") or t / "pipe.txt", loaders.NOT_A_FILE),
+    ("symlink loop", lambda t: (t / "loop.txt").symlink_to(t / "loop.txt") or t / "loop.txt",
+     "cannot be read (Too many levels of symbolic links)"),
 ]  # fmt: skip
 
 
