@@ -40,6 +40,10 @@ class LLMGenerator(Generator):
             from llm.tokenizer import CHAT_TEMPLATE
 
             self.tokenizer.chat_template = CHAT_TEMPLATE
+        from ragapp.recase import is_uncased, normalizer_of
+
+        # an uncased tokenizer (the MiniLM warm start) writes lowercase: copied spans get the passages' casing back
+        self.normalize = normalizer_of(self.tokenizer) if is_uncased(self.tokenizer) else None
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
@@ -60,6 +64,11 @@ class LLMGenerator(Generator):
             raise GeneratorError(f"the prompt has {n} tokens; {self.name} reads at most {self.context_tokens}")
         stops = [END, *stop]
         filt = StopFilter(stops)
+        recaser = None
+        if self.normalize is not None:
+            from ragapp.recase import Recaser
+
+            recaser = Recaser("\n".join(m["content"] for m in messages), self.normalize)
         with self.lock:
             pieces = stream(
                 self.model, self.tokenizer, prompt, max_new_tokens=min(max_new_tokens, budget),
@@ -68,11 +77,15 @@ class LLMGenerator(Generator):
             try:
                 for piece in pieces:
                     out = filt.feed(piece)
+                    if recaser is not None:
+                        out = recaser.feed(out)
                     if out:
                         yield out
                     if filt.stopped:
                         break
                 tail = filt.flush()
+                if recaser is not None:
+                    tail = recaser.feed(tail) + recaser.flush()
                 if tail:
                     yield tail
             finally:
