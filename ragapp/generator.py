@@ -23,7 +23,7 @@ from ragapp.errors import GeneratorError, InvalidInput
 BACKENDS = ("llm", "hf", "openai")
 
 # The shipped default model (item 6 of the grounding issue puts it here); RAGAPP_MODEL overrides.
-DEFAULT_LLM_MODEL = Path(os.environ.get("RAGAPP_MODEL", Path(__file__).resolve().parent.parent / "models" / "default"))
+DEFAULT_LLM_MODEL = Path(os.environ.get("RAGAPP_MODEL", Path(__file__).resolve().parent.parent / "models" / "ragchat"))
 
 Messages = Sequence[dict[str, str]]
 
