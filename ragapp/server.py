@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from ragapp.config import DEFAULT_EMBEDDER, DEFAULT_HOST, DEFAULT_INDEX_DIR, DEFAULT_K, DEFAULT_PORT
 from ragapp.errors import IndexNotFound, InvalidInput, RagError
-from ragapp.uploads import UploadLimits, check_batch, clear_partial, remove_upload, save_upload
+from ragapp.uploads import UploadLimits, check_batch, clear_partial, remove_upload, save_uploads
 
 SEP = "--"  # between user and collection in the index name (user names have no "-")
 UPLOADS = "_uploads"  # index_dir/_uploads/INDEX/: saved uploads; "_" can never start an index name
@@ -73,17 +73,32 @@ class ServeConfig:
 
 
 class LockedEmbedder:
-    """An Embedder whose encode calls take turns (see the module docstring)."""
+    """An Embedder whose encode calls take turns (see the module docstring).
+
+    Long calls (indexing) are cut into slices of SLICE texts, each taking the lock on its own, so
+    that a chat's query waits for one slice (a fraction of a second), not for a whole indexing batch.
+    """
+
+    SLICE = 32
 
     def __init__(self, inner):
         self.inner = inner
         self.name, self.dim, self.max_seq_length = inner.name, inner.dim, inner.max_seq_length
-        self.tokenizer = inner.tokenizer
+        self.tokenizer = inner.tokenizer  # the chunker copies its Rust tokenizer; it never calls this one
         self._lock = threading.Lock()
 
     def encode(self, texts, batch_size: int = 64, show_progress: bool = False):
-        with self._lock:
-            return self.inner.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        import numpy as np
+
+        texts = list(texts)
+        if len(texts) <= self.SLICE:
+            with self._lock:
+                return self.inner.encode(texts, batch_size=batch_size, show_progress=False)
+        parts = []
+        for i in range(0, len(texts), self.SLICE):
+            with self._lock:
+                parts.append(self.inner.encode(texts[i : i + self.SLICE], batch_size=batch_size, show_progress=False))
+        return np.concatenate(parts)
 
     def encode_query(self, text: str):
         with self._lock:
@@ -335,8 +350,7 @@ class RagService:
         limits = self.config.limits
         names = check_batch([name for name, _ in files], limits)
         folder = self.upload_folder(real)
-        budget = [limits.max_total_bytes]
-        saved = [save_upload(src, folder, name, limits, budget) for name, (_, src) in zip(names, files)]
+        saved = save_uploads([(name, src) for name, (_, src) in zip(names, files)], folder, limits)
         with self._write_lock(real):
             try:
                 Index.open(real, self.config.index_dir).close()

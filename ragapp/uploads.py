@@ -98,7 +98,7 @@ def check_batch(names: list[str], limits: UploadLimits) -> list[str]:
     seen: dict[str, str] = {}
     for original, s in zip(names, safe):
         if s.lower() in seen:
-            raise InvalidInput(f"{original!r} and {seen[s.lower()]!r} would both be saved as {s!r}; rename one")
+            raise InvalidInput(f"{seen[s.lower()]!r} and {original!r} would both be saved as {s!r}; rename one")
         seen[s.lower()] = original
     return safe
 
@@ -113,17 +113,10 @@ def _target(folder: Path, safe_name: str) -> Path:
     return target
 
 
-def save_upload(source: BinaryIO | Path, folder: Path, safe_name: str, limits: UploadLimits,
-                budget: list[int] | None = None) -> Path:
-    """Copy `source` (a file object or a path) into folder/safe_name, enforcing the size limits.
-
-    `budget` is a one-element list of bytes still allowed for the whole request; it is decremented.
-    Written to a temporary file first and renamed, so a failed or oversized upload leaves nothing.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    target = _target(folder, safe_name)
+def _write_part(source: BinaryIO | Path, folder: Path, safe_name: str, limits: UploadLimits, budget: list[int]) -> Path:
+    """Copy `source` into a temporary file of `folder`, enforcing the per-file and per-request limits."""
     tmp = folder / f".upload-{uuid.uuid4().hex}.part"
-    allowed = limits.max_file_bytes if budget is None else min(limits.max_file_bytes, budget[0])
+    allowed = min(limits.max_file_bytes, budget[0])
     written = 0
     fh = open(source, "rb") if isinstance(source, Path) else source
     try:
@@ -142,14 +135,41 @@ def save_upload(source: BinaryIO | Path, folder: Path, safe_name: str, limits: U
                 out.write(block)
         if written == 0:
             raise InvalidInput(f"{safe_name} is empty; choose a file with some text")
-        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         if isinstance(source, Path):
             fh.close()
-        tmp.unlink(missing_ok=True)
-    if budget is not None:
-        budget[0] -= written
-    return target
+    budget[0] -= written
+    return tmp
+
+
+def save_uploads(items: list[tuple[str, BinaryIO | Path]], folder: Path, limits: UploadLimits) -> list[Path]:
+    """Copy each (safe name, file object or path) into `folder`, all or nothing.
+
+    Every file is written to a temporary file first; only when all of them are within the limits
+    are they renamed into place, so a rejected upload leaves no file behind (and replaces none).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [_target(folder, name) for name, _ in items]
+    budget = [limits.max_total_bytes]
+    parts: list[Path] = []
+    try:
+        for name, source in items:
+            parts.append(_write_part(source, folder, name, limits, budget))
+    except BaseException:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        raise
+    for part, target in zip(parts, targets):
+        os.replace(part, target)
+    return targets
+
+
+def save_upload(source: BinaryIO | Path, folder: Path, safe_name: str, limits: UploadLimits) -> Path:
+    """One file: see save_uploads."""
+    return save_uploads([(safe_name, source)], folder, limits)[0]
 
 
 def remove_upload(folder: Path, source: str) -> bool:
