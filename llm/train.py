@@ -18,32 +18,23 @@ Multi-process: launch with `torchrun --nproc_per_node N -m llm.cli pretrain ...`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-import random
-import shutil
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from llm.recipe import TrainConfig
+from llm.train_build import build, wrap
+from llm.train_state import (atomic_text, find_checkpoint, fingerprint, plot_curve, resume_checkpoint,
+                              save_checkpoint)
 
-# keys that decide which batches a step sees or what the weights are: a resume must not change them
-RESUME_LOCKED = ("objective", "data", "val_data", "val_fraction", "field", "seq_len", "seed", "model",
-                 "model_overrides", "init", "tokenizer", "lora", "lora_r", "lora_alpha", "reward_model",
-                 "rl_group_size", "rl_max_new_tokens")
 SIGNAL_HOOK_ENV = "LLM_TRAIN_SIGNAL_AT"  # "STEP:SIGNAL": the run signals itself after STEP (fault-injection tests)
-
-
-class Interrupted(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -63,75 +54,6 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or id(p) in embeddings else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def fingerprint(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        if hasattr(p, "full_tensor"):  # FSDP shard: every rank gathers the whole tensor (collective)
-            p = p.full_tensor()
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def find_checkpoint(out_dir: Path) -> Path | None:
-    latest = out_dir / "latest"
-    if latest.exists():
-        p = out_dir / latest.read_text().strip()
-        if (p / "trainer.pt").exists():
-            return p
-    steps = sorted(p for p in out_dir.glob("step-[0-9]*") if p.is_dir() and (p / "trainer.pt").exists())
-    return steps[-1] if steps else None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def plot_curve(metrics: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train, val = [], []
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row:
-            (val if row.get("split") == "val" else train).append((row["step"], row["loss"]))
-    if not train:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), label="train", lw=1)
-    if val:
-        ax.plot(*zip(*val), "o-", label="held-out", ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -179,247 +101,9 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     # ---- model, objective, optimizer
-    def _build(self, resume: Path | None) -> None:
-        from llm.checkpoint import load_pretrained
-        from llm.config import get_preset
-        from llm.lora import apply_lora, load_lora
-        from llm.model import GPT
-        from llm.tokenizer import load_tokenizer
-
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        random.seed(cfg.seed)
-        needs_init = cfg.objective in ("dpo", "rl")
-        if needs_init and not cfg.init:
-            raise ValueError(f"--init is required for {cfg.objective}: the checkpoint the policy starts from and "
-                             f"the frozen reference stays at (usually the SFT model)")
-        if cfg.lora and not cfg.init:
-            raise ValueError("--lora needs --init: adapters are trained on top of a checkpoint")
-        if cfg.init and cfg.model_overrides:
-            raise ValueError("model overrides (--set model.KEY=...) apply to models trained from scratch, not to --init")
-        if resume is not None and not cfg.lora:
-            model, tokenizer = load_pretrained(resume)
-        elif cfg.init:
-            model, tokenizer = load_pretrained(cfg.init)
-        else:
-            if not cfg.tokenizer:
-                raise ValueError("--tokenizer is required to train from scratch (make one with `llm tokenizer`), "
-                                 "or start from a checkpoint with --init")
-            tokenizer = load_tokenizer(cfg.tokenizer)
-            overrides = dict(cfg.model_overrides)
-            preset = get_preset(cfg.model)
-            overrides.setdefault("max_seq_len", max(preset.max_seq_len, cfg.seq_len))
-            model = GPT(get_preset(cfg.model, vocab_size=len(tokenizer), **overrides))
-        if tokenizer is None:
-            raise ValueError(f"{resume or cfg.init}: checkpoint has no tokenizer files")
-        if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
-        need = cfg.seq_len + (1 if cfg.objective in ("reward", "classify") else 0)
-        if need > model.config.max_seq_len:
-            raise ValueError(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
-        if cfg.lora:
-            if resume is not None:
-                load_lora(model, resume)
-            else:
-                apply_lora(model, rank=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-        model.to(self.device).train()
-        self.model, self.tokenizer = model, tokenizer
-        self.head_model = None
-        self.objective = self._make_objective(resume)
-        self.module = self.objective.module.to(self.device)
-
-    def _make_objective(self, resume):
-        from llm import objectives as O
-
-        cfg, args = self.cfg, (self.cfg, self.model, self.tokenizer, self.rank, self.world)
-        if cfg.objective == "pretrain":
-            return O.PretrainObjective(*args, data_dir=self._pretrain_data())
-        if cfg.objective == "sft":
-            return O.SFTObjective(*args)
-        if cfg.objective == "dpo":
-            return O.DPOObjective(*args, reference=self._reference())
-        if cfg.objective == "rl":
-            from llm.heads import load_head_model
-            from llm.rl import RLObjective
-            from llm.data import tokenizer_fingerprint
-
-            reward, rtok = load_head_model(cfg.reward_model, device=self.device, kind="reward")
-            if tokenizer_fingerprint(rtok) != tokenizer_fingerprint(self.tokenizer):
-                raise ValueError(f"--reward-model {cfg.reward_model} uses another tokenizer than the policy; "
-                                 f"train the reward model from the same base checkpoint")
-            return RLObjective(*args, reference=self._reference(), reward_model=reward)
-        from llm.heads import HeadModel, head_kind
-
-        src = resume if resume is not None else (cfg.init or None)
-        kind = head_kind(src) if src else None
-        if cfg.objective == "reward":
-            self.head_model = HeadModel(self.model, "reward")
-            obj = O.RewardObjective(*args, head_model=self.head_model)
-        else:
-            labels = None
-            if kind == "classify":
-                labels = json.loads((Path(src) / "head.json").read_text())["labels"]
-            obj = O.ClassifyObjective(*args, labels_from_init=labels)
-            self.head_model = obj.head_model
-        if kind == cfg.objective:
-            from safetensors.torch import load_file
-
-            self.head_model.head.load_state_dict(load_file(str(Path(src) / "head.safetensors")))
-        self.head_model.to(self.device)
-        return obj
-
-    def _reference(self):
-        from llm.checkpoint import load_pretrained
-
-        ref, _ = load_pretrained(self.cfg.init, device=self.device)
-        return ref
-
-    def _pretrain_data(self) -> Path:
-        from llm.data import MANIFEST, prepare_shards
-
-        cfg = self.cfg
-        p = Path(cfg.data)
-        if p.is_dir():
-            if not (p / MANIFEST).exists():
-                raise FileNotFoundError(f"{p}: a folder without {MANIFEST}; give token shards from `llm prepare` "
-                                        "or text/JSONL files")
-            return p
-        files = [Path(f.strip()) for f in cfg.data.split(",") if f.strip()]
-        for f in files:
-            if not f.exists():
-                raise FileNotFoundError(f"--data {f}: no such file or folder")
-        shards = self.out_dir / "tokens"
-        if self.is_main:
-            prepare_shards(files, self.tokenizer, shards, field=cfg.field, shard_tokens=cfg.shard_tokens,
-                           progress=cfg.progress)
-        self.barrier()
-        return shards
-
-    def _wrap(self) -> nn.Module:
-        cfg = self.cfg
-        if cfg.compile:
-            self.model.compile()
-        if not self.distributed:
-            return self.module
-        if cfg.fsdp:
-            if cfg.objective == "rl":
-                raise ValueError("--fsdp is not supported for rl (rollouts run the unsharded policy); use DDP")
-            from torch.distributed.fsdp import fully_shard
-
-            for block in self.model.blocks:
-                fully_shard(block)
-            fully_shard(self.module)
-            return self.module
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DDP(self.module, device_ids=ids)
-
-    # ---- checkpoints
-    def _full_states(self):
-        """(model-side state is saved from self.model/head directly) optimizer state dict, on every rank."""
-        if self.distributed and self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-            return get_optimizer_state_dict(self.module, self.optimizer,
-                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return self.optimizer.state_dict()
-
+    # ---- building and checkpoints (llm/train_build.py, llm/train_state.py)
     def save(self, step: int, name: str | None = None) -> Path:
-        from llm.checkpoint import save_pretrained
-        from llm.lora import save_lora
-
-        cfg = self.cfg
-        name = name or f"step-{step:06d}"
-        final, tmp = self.out_dir / name, self.out_dir / (name + ".tmp")
-        if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.barrier()
-        optim_state = self._full_states()
-        model_state = None
-        if self.distributed and cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            model_state = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True,
-                                                                                     cpu_offload=True))
-        if self.is_main:
-            target = self.model
-            if model_state is not None:  # FSDP: a plain copy holding the gathered weights
-                target = self._plain_copy(model_state)
-            if self.head_model is not None:
-                from llm.heads import HEAD_META, HEAD_WEIGHTS
-                from safetensors.torch import save_file
-
-                save_pretrained(target, self.tokenizer, tmp)
-                head = {k: v.detach().cpu().contiguous() for k, v in self.head_model.head.state_dict().items()}
-                save_file(head, str(tmp / HEAD_WEIGHTS))
-                (tmp / HEAD_META).write_text(json.dumps({"kind": self.head_model.kind,
-                                                          "labels": self.head_model.labels}, indent=1) + "\n")
-            else:
-                save_pretrained(target, self.tokenizer, tmp)
-            if cfg.lora:
-                save_lora(self.model, tmp)
-            torch.save({"step": step, "optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
-                        "config": cfg.to_dict(), "global_batch": self.global_batch, "world": self.world,
-                        "tokens": self.tokens_seen, "train_seconds": self.train_seconds}, tmp / "trainer.pt")
-        torch.save(rng_state(), tmp / f"rng-rank{self.rank}.pt")
-        self.barrier()
-        if self.is_main:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _atomic_text(self.out_dir / "latest", name + "\n")
-            steps = sorted(p for p in self.out_dir.glob("step-[0-9]*") if p.is_dir() and not p.name.endswith(".tmp"))
-            for old in steps[:-cfg.keep_checkpoints] if cfg.keep_checkpoints else steps:
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.barrier()
-        return final
-
-    def _plain_copy(self, state: dict):
-        """FSDP: an unsharded model holding the gathered weights (its parameters are DTensors)."""
-        from llm.checkpoint import load_state_strict
-        from llm.model import GPT
-
-        plain = GPT(self.model.config)
-        prefix = "head_model.model." if self.head_model is not None else "model."
-        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if self.model.config.tie_embeddings:
-            own.pop("lm_head.weight", None)
-        load_state_strict(plain, own, "FSDP state")
-        if self.model.config.tie_embeddings:
-            plain.lm_head.weight = plain.tok_emb.weight
-        return plain
-
-    def _resume(self, path: Path) -> int:
-        cfg = self.cfg
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-        old = state["config"]
-        changed = [f"{k} ({old.get(k)!r} -> {getattr(cfg, k)!r})" for k in RESUME_LOCKED if old.get(k) != getattr(cfg, k)]
-        if state["global_batch"] != self.global_batch:
-            changed.append(f"global batch ({state['global_batch']} -> {self.global_batch})")
-        if old.get("grad_accum") != cfg.grad_accum and state["global_batch"] == self.global_batch:
-            changed.append(f"grad_accum ({old.get('grad_accum')} -> {cfg.grad_accum})")
-        if changed:
-            raise ValueError(f"{self.out_dir} holds a run with other settings; cannot resume it with: "
-                             f"{'; '.join(changed)}. Use the original settings or another --out-dir")
-        if self.distributed and cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.tokens_seen, self.train_seconds = state.get("tokens", 0), state.get("train_seconds", 0.0)
-        rng_file = path / f"rng-rank{self.rank}.pt"
-        if rng_file.exists():  # a different process count resumes each rank from rank 0's stream
-            set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-        else:
-            set_rng_state(torch.load(path / "rng-rank0.pt", map_location="cpu", weights_only=False))
-        return int(state["step"])
+        return save_checkpoint(self, step, name)
 
     # ---- evaluation and logging
     @torch.no_grad()
@@ -462,7 +146,7 @@ class Trainer:
         if self.is_main and self.metrics_path.exists():
             keep = [ln for ln in self.metrics_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            _atomic_text(self.metrics_path, "".join(ln + "\n" for ln in keep))
+            atomic_text(self.metrics_path, "".join(ln + "\n" for ln in keep))
 
     # ---- the loop
     def run(self) -> dict:
@@ -481,11 +165,11 @@ class Trainer:
                 self.log(f"{self.out_dir} is already trained to step {state['step']} (final/); raise --max-steps "
                          "to train further")
                 return json.loads((self.out_dir / "summary.json").read_text())
-        self._build(resume)
+        build(self, resume)
         obj = self.objective
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.world
         groups = param_groups(self.module, cfg.weight_decay)
-        wrapped = self._wrap()
+        wrapped = wrap(self)
         if cfg.fsdp and self.distributed:
             groups = param_groups(self.module, cfg.weight_decay)  # DTensor parameters after sharding
         fused = {"fused": True} if self.device.type == "cuda" else {}
@@ -494,7 +178,7 @@ class Trainer:
         self.tokens_seen, self.train_seconds = 0, 0.0
         start = 0
         if resume is not None:
-            start = self._resume(resume)
+            start = resume_checkpoint(self, resume)
             self._truncate_metrics(start)
             self.log(f"resuming from {resume} at step {start}")
         elif self.is_main and self.metrics_path.exists():
@@ -628,7 +312,7 @@ class Trainer:
                    "tokens_per_s": self.tokens_seen / max(self.train_seconds, 1e-9), "world_size": self.world,
                    "rank_fingerprints": prints, "out_dir": str(self.out_dir)}
         if self.is_main:
-            _atomic_text(self.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+            atomic_text(self.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         return summary
 
 

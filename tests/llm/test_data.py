@@ -65,7 +65,7 @@ def test_interrupted_tokenization_resumes_without_duplicates(tmp_path, tok):
     assert not partial["complete"] and 0 < partial["docs_done"] < 60
     m = prepare_shards([src], tok, tmp_path / "sh", shard_tokens=500, batch_docs=8, val_every=7, progress=False)
     assert m["complete"] and m["docs_done"] == 60
-    ref = prepare_shards([src], tok, tmp_path / "ref", shard_tokens=500, batch_docs=8, val_every=7, progress=False)
+    prepare_shards([src], tok, tmp_path / "ref", shard_tokens=500, batch_docs=8, val_every=7, progress=False)
     eos = special_ids(tok)["eos"]
     for split in ("train", "val"):
         assert _docs_in_shards(tmp_path / "sh", split, eos) == _docs_in_shards(tmp_path / "ref", split, eos)

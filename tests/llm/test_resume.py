@@ -3,7 +3,6 @@ Ctrl-C (SIGINT) saves a checkpoint and exits cleanly; after SIGKILL the run resu
 checkpoint and recomputes the lost steps identically."""
 
 import json
-import os
 import signal
 import subprocess
 import time
