@@ -324,3 +324,33 @@ def test_a_given_embedder_of_another_model_is_not_used(docs, index_dir, tokenize
     assert loaded == ["fake-hash-32"]
     assert r.search("mars", mode="bm25")  # bm25 needs no embedder
     r.close()
+
+
+# -- BM25 section context ---------------------------------------------------------------------------
+def test_sections_never_span_two_files():
+    from ragapp.bm25 import sections_of
+
+    assert sections_of(["a", "a", "a", "b", "b", "c"], 2).tolist() == [0, 0, 1, 2, 2, 3]
+    assert sections_of([], 8).tolist() == []
+
+
+def test_section_context_lifts_a_chunk_whose_file_is_about_the_query(tmp_path, make_index, index_dir, fake_embedder):
+    # The rover's name is only in the first chunk of rover.txt; the drilling chunk comes later.
+    rover = ("Perseverance is a rover. " * 3 + "It landed in a crater in 2021. " * 6
+             + "The team plans drilling of rock samples next spring.")
+    folder = write_files(tmp_path / "ctx", {
+        "rover.txt": rover,
+        "quarry.txt": "Quarry crews plan drilling of rock samples before blasting. Trucks haul the stone away.",
+    })
+    make_index("ctx", chunk_tokens=32, overlap=0).sync(folder, embedder=fake_embedder, progress=False)
+    query = "Perseverance drilling rock samples"
+    plain = Retriever("ctx", index_dir=index_dir, embedder=fake_embedder,
+                      config=RetrieverConfig(bm25=ragapp.bm25.BM25Params(context_weight=0)))
+    with_context = Retriever("ctx", index_dir=index_dir, embedder=fake_embedder)
+    drilling = lambda ps: [p for p in ps if "drilling" in p.text]  # noqa: E731
+    assert drilling(plain.search(query, k=10, mode="bm25"))[0].source == "quarry.txt"
+    assert drilling(with_context.search(query, k=10, mode="bm25"))[0].source == "rover.txt"
+    # One cache folder per setting and version: each Retriever rebuilt its own when it found the
+    # other's, and both still answer.
+    assert plain.search(query, mode="bm25") and with_context.search(query, mode="bm25")
+    plain.close(), with_context.close()
