@@ -340,8 +340,10 @@ def lm_batch(examples: list[Example], pad_id: int) -> dict:
 class Report:
     """Counts of examples kept / truncated / dropped, printed once so the user sees what was lost."""
 
-    def __init__(self, name: str):
-        self.name, self.counts = name, {"ok": 0, "truncated": 0, "dropped": 0}
+    def __init__(self, name: str, cut: str = "context cut from the left",
+                 drop: str = "answer alone longer than seq_len, or no answer"):
+        self.name, self.cut, self.drop = name, cut, drop
+        self.counts = {"ok": 0, "truncated": 0, "dropped": 0}
 
     def add(self, status: str) -> None:
         self.counts[status] += 1
@@ -349,8 +351,8 @@ class Report:
     def __str__(self) -> str:
         c = self.counts
         kept = c["ok"] + c["truncated"]
-        return (f"{self.name}: {kept:,} examples kept, {c['truncated']:,} truncated (context cut from the left), "
-                f"{c['dropped']:,} dropped (answer alone longer than seq_len, or no answer)")
+        return (f"{self.name}: {kept:,} examples kept, {c['truncated']:,} truncated ({self.cut}), "
+                f"{c['dropped']:,} dropped ({self.drop})")
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -469,7 +471,8 @@ class ClassificationData:
 
         ids = special_ids(tokenizer)
         self.pad_id, eos = ids["pad"], ids["eos"]
-        self.report = Report(f"classification data {Path(path).name}")
+        self.report = Report(f"classification data {Path(path).name}", cut="text cut after seq_len tokens",
+                             drop="none are dropped")
         texts, raw = [], []
         for line_no, rec in tqdm(iter_records(path), desc=f"reading {Path(path).name}", unit=" ex",
                                  disable=not progress, mininterval=1.0):
@@ -511,7 +514,7 @@ class PromptData:
         from tqdm.auto import tqdm
 
         self.pad_id = special_ids(tokenizer)["pad"]
-        self.report = Report(f"prompts {Path(path).name}")
+        self.report = Report(f"prompts {Path(path).name}", cut="prompt start cut", drop="only assistant turns")
         self.prompts: list[np.ndarray] = []
         self.messages: list[list[dict]] = []
         for line_no, rec in tqdm(iter_records(path), desc=f"reading {Path(path).name}", unit=" prompts",
@@ -526,6 +529,7 @@ class PromptData:
             else:
                 raise ValueError(f"{where}: RL prompt lines need 'prompt' (string or messages) or 'messages'")
             if not msgs:
+                self.report.add("dropped")
                 continue
             toks = tokenizer(_render(tokenizer, msgs, True), add_special_tokens=False)["input_ids"]
             self.report.add("truncated" if len(toks) > max_prompt_len else "ok")

@@ -157,12 +157,18 @@ def add_chat_tokens(tokenizer):
 
 def load_tokenizer(path):
     """Load a tokenizer saved by `train_tokenizer`/`save_pretrained` (a folder or a checkpoint folder)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no tokenizer folder here (train one with `llm tokenizer`)")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if (path / "tokenizer.json").is_file():
+        # tokenizer.json holds the whole pipeline (normalizer, pre-tokenizer, special tokens), so the generic
+        # class encodes exactly like the saved one; AutoTokenizer would also read a checkpoint's config.json
+        # (model_type llm-gpt) and warn that transformers does not know it
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.chat_template is None:
         tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
