@@ -1,0 +1,244 @@
+"""Calibrate the grounding gate and the citation check on DEVELOPMENT data (never evaluation sets).
+
+    python -m ragapp.calibrate                 # both; writes ragapp/calibration.json
+    python -m ragapp.calibrate --part gate     # only the gate (keeps the citation section)
+
+Gate (SQuAD 1.1 train, ../shared/data/train/squad1.1-train.json.gz): the paragraphs of
+--index-articles randomly chosen articles are indexed through the real Index (one file per
+paragraph) and searched with the real Retriever (hybrid, k=5), as `ragapp ask` does.
+  answerable   = questions of indexed articles whose answer text is in a retrieved passage
+  unanswerable = questions of --heldout-articles other articles, whose article is NOT indexed:
+                 exactly what retrieval delivers when the documents do not hold the answer.
+A logistic regression on the evidence features (ragapp.gate) is fitted; its threshold is set so
+that --keep of the answerable questions pass (cross-validated probabilities), and the rates at
+that threshold are stored with it.
+
+Citation check (HaluEval QA, ../shared/data/train/halueval-qa): each right answer against its
+knowledge passage = supported, each hallucinated answer = unsupported. The lexical weight and
+threshold maximise balanced accuracy over a grid.
+
+Long steps resume: the index syncs incrementally, feature rows are appended to JSONL files in
+--workdir and are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import re
+from datetime import date
+from pathlib import Path
+
+from ragapp.gate import CALIBRATION_FILE, FEATURES
+
+DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+SQUAD_TRAIN = DATA / "train" / "squad1.1-train.json.gz"
+HALUEVAL = DATA / "train" / "halueval-qa"
+
+
+def _read_rows(path: Path) -> dict[str, dict]:
+    rows = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interruption: recompute it
+                    continue
+                rows[row["id"]] = row
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def safe_name(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("_")[:80] or "article"
+
+
+def write_corpus(articles: list[dict], folder: Path) -> None:
+    """One .txt file per paragraph: folder/<article>/<nnn>.txt (kept if already there)."""
+    for art in articles:
+        sub = folder / safe_name(art["title"])
+        sub.mkdir(parents=True, exist_ok=True)
+        for j, para in enumerate(art["paragraphs"]):
+            path = sub / f"{j:03d}.txt"
+            if not path.exists():
+                path.write_text(para["context"] + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questions: int, seed: int, k: int) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from ragapp.embed import load_embedder
+    from ragapp.gate import measure
+    from ragapp.index import Index
+    from ragapp.retriever import Retriever
+    from ragapp.similarity import CachedEmbedder, vector_cache
+
+    with gzip.open(SQUAD_TRAIN, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)["data"]
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    indexed = [data[i] for i in order[:index_articles]]
+    heldout = [data[i] for i in order[index_articles : index_articles + heldout_articles]]
+
+    corpus, index_dir = workdir / "corpus", workdir / "indexes"
+    write_corpus(indexed, corpus)
+    embedder = load_embedder()
+    index = Index.open_or_create("calibration", index_dir, embedder=embedder)
+    index.sync(corpus, embedder=embedder, progress=True)
+    cache = vector_cache(embedder)
+    with Index.open("calibration", index_dir) as idx:
+        cache.warm([text for _, text in idx.all_chunks()])
+    retriever = Retriever(["calibration"], index_dir=index_dir, embedder=CachedEmbedder(cache))
+
+    rng = random.Random(seed + 1)
+
+    def sample(articles):  # SQuAD 1.1 train has no question ids: name them article-paragraph-question
+        qs = [(f"{order.index(data.index(a))}-{j}-{i}", qa) for a in articles
+              for j, para in enumerate(a["paragraphs"]) for i, qa in enumerate(para["qas"])]
+        return rng.sample(qs, min(questions, len(qs)))
+
+    todo = [(qid, qa, 1) for qid, qa in sample(indexed)] + [(qid, qa, 0) for qid, qa in sample(heldout)]
+    path = workdir / f"gate_rows_k{k}.jsonl"
+    rows = _read_rows(path)
+    cache.encode([qa["question"] for qid, qa, _ in todo if qid not in rows], progress=True)  # one batched pass
+    for qid, qa, in_index in tqdm([t for t in todo if t[0] not in rows], desc="gate features", unit=" q"):
+        passages = retriever.search(qa["question"], k=k, mode="hybrid")
+        ev = measure(qa["question"], passages, cache, score=False)
+        answer = qa["answers"][0]["text"]
+        row = {"id": qid, "in_index": in_index, "answer_retrieved": any(answer in p.text for p in passages),
+               **{f: getattr(ev, f) for f in FEATURES}}
+        _append(path, row)
+        rows[qid] = row
+    return [rows[qid] for qid, _, _ in todo]
+
+
+def fit_gate(rows: list[dict], keep: float, seed: int) -> dict:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    pos = [r for r in rows if r["in_index"] and r["answer_retrieved"]]
+    neg = [r for r in rows if not r["in_index"]]
+    used = pos + neg
+    x = np.array([[r[f] for f in FEATURES] for r in used], dtype=np.float64)
+    y = np.array([1] * len(pos) + [0] * len(neg))
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    z = (x - mean) / scale
+    clf = LogisticRegression(C=1.0)
+    cv = cross_val_predict(clf, z, y, cv=5, method="predict_proba")[:, 1]
+    threshold = float(np.quantile(cv[y == 1], 1.0 - keep))
+    clf.fit(z, y)
+    return {
+        "features": list(FEATURES),
+        "weights": [round(float(w), 6) for w in clf.coef_[0]],
+        "bias": round(float(clf.intercept_[0]), 6),
+        "mean": [round(float(m), 6) for m in mean],
+        "scale": [round(float(s), 6) for s in scale],
+        "threshold": round(threshold, 4),
+        "dev": {
+            "answerable": len(pos),
+            "unanswerable": len(neg),
+            "answerable_not_retrieved_excluded": sum(1 for r in rows if r["in_index"] and not r["answer_retrieved"]),
+            "answerable_passed": round(float((cv[y == 1] >= threshold).mean()), 4),
+            "unanswerable_abstained": round(float((cv[y == 0] < threshold).mean()), 4),
+            "auc": round(float(roc_auc_score(y, cv)), 4),
+            "per_feature_auc": {f: round(float(roc_auc_score(y, x[:, i])), 4) for i, f in enumerate(FEATURES)},
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- the citation check
+
+
+def citation_rows(workdir: Path) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from ragapp.citations import support_features
+    from ragapp.embed import load_embedder
+    from ragapp.similarity import vector_cache
+    from ragapp.types import Passage
+
+    cache = vector_cache(load_embedder())
+    examples: dict[str, tuple[str, str, str, int]] = {}
+    for name in ("qa_one-turn_data.json", "qa_multi-turn_data.json"):
+        for i, line in enumerate((HALUEVAL / name).read_text().splitlines()):
+            r = json.loads(line)
+            examples[f"{i}-right"] = (r["question"], r["knowledge"], r["right_answer"], 1)
+            examples[f"{name[3:6]}{i}-hallucinated"] = (r["question"], r["knowledge"], r["hallucinated_answer"], 0)
+    path = workdir / "citation_rows.jsonl"
+    rows = _read_rows(path)
+    for key, (q, knowledge, answer, label) in tqdm([e for e in examples.items() if e[0] not in rows], desc="citation features", unit=" claims"):
+        lexical, semantic, _ = support_features(answer, Passage(knowledge, "k", None, 0.0, 0), cache, q)
+        row = {"id": key, "supported": label, "lexical": lexical, "semantic": semantic}
+        _append(path, row)
+        rows[key] = row
+    return [rows[key] for key in examples]
+
+
+def fit_citations(rows: list[dict]) -> dict:
+    import numpy as np
+
+    lex = np.array([r["lexical"] for r in rows])
+    sem = np.array([r["semantic"] for r in rows])
+    y = np.array([r["supported"] for r in rows]) == 1
+    best = None
+    for w in np.round(np.arange(0.0, 1.0001, 0.05), 2):
+        score = w * lex + (1 - w) * sem
+        for t in np.unique(np.round(score, 3)):
+            tpr, tnr = (score[y] >= t).mean(), (score[~y] < t).mean()
+            bal = (tpr + tnr) / 2
+            if best is None or bal > best[0] + 1e-9:
+                best = (bal, float(w), float(t), float(tpr), float(tnr))
+    bal, w, t, tpr, tnr = best
+    return {
+        "lexical_weight": w,
+        "threshold": round(t, 4),
+        "dev": {"supported": int(y.sum()), "unsupported": int((~y).sum()), "balanced_accuracy": round(bal, 4),
+                "supported_passed": round(tpr, 4), "unsupported_flagged": round(tnr, 4)},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m ragapp.calibrate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("all", "gate", "citations"), default="all")
+    ap.add_argument("--workdir", type=Path, default=Path(".cache/calibrate"), help="corpus, index and feature rows (resumable)")
+    ap.add_argument("--out", type=Path, default=CALIBRATION_FILE)
+    ap.add_argument("--index-articles", type=int, default=40)
+    ap.add_argument("--heldout-articles", type=int, default=20)
+    ap.add_argument("--questions", type=int, default=600, help="sampled from each side")
+    ap.add_argument("--keep", type=float, default=0.95, help="share of answerable questions the gate must pass")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.part in ("all", "citations"):
+        cit = fit_citations(citation_rows(args.workdir))
+        cit["data"] = "HaluEval QA (one-turn + multi-turn): right answers vs hallucinated answers against their knowledge"
+        out["citations"] = cit
+    if args.part in ("all", "gate"):
+        gate = fit_gate(gate_rows(args.workdir, args.index_articles, args.heldout_articles, args.questions, args.seed, args.k),
+                        args.keep, args.seed)
+        gate["data"] = (f"SQuAD 1.1 train: {args.index_articles} indexed articles vs {args.heldout_articles} held-out "
+                        f"articles, {args.questions} questions each, seed {args.seed}, hybrid retrieval k={args.k}, "
+                        f"all-MiniLM-L6-v2; threshold keeps {args.keep:.0%} of answerable questions")
+        out["gate"] = gate
+    out["made_by"] = f"python -m ragapp.calibrate --part {args.part} ({date.today()})"
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v for k, v in out.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
