@@ -22,6 +22,7 @@ from ragapp import __version__
 from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
 from ragapp.errors import InvalidInput, RagError
 from ragapp.server import serve_args, serve_run  # the web server (ragapp/server.py)
+from ragapp.chat import ask_args, ask_run  # `ragapp ask` (ragapp/chat.py)
 
 
 def human_bytes(n: float) -> str:
@@ -288,6 +289,7 @@ class Command:
 COMMANDS = [
     Command("index", "index a folder, or bring its index up to date (incremental)", index_args, index_run),
     Command("search", "show the passages that best match a query", search_args, search_run),
+    Command("ask", "answer a question from indexed documents, with checked citations", ask_args, ask_run),
     Command("info", "list indexes, or describe one", info_args, info_run),
     Command("remove", "delete an index, or some files from it", remove_args, remove_run),
     Command("serve", "open the chat page and the HTTP API (http://127.0.0.1:7860)", serve_args, serve_run),
