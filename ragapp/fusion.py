@@ -15,24 +15,34 @@ over arbitrary keyed lists (langchain's EnsembleRetriever does RRF on its own Do
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 NORMALIZATIONS = ("minmax", "zscore")
 
 
-def rrf(rankings: Sequence[Sequence[Hashable]], weights: Sequence[float] | None = None, k: float = 60) -> dict:
-    """{key: sum over lists of weight / (k + rank)}, rank 1-based; a key missing from a list
-    gets nothing from it."""
+def _ranked(keys: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best first; ties broken by the smaller key, so results never depend on hash order."""
+    order = np.lexsort((keys, -scores))
+    return keys[order], scores[order]
+
+
+def rrf(rankings: Sequence[Sequence[Hashable]], weights: Sequence[float] | None = None,
+        k: float = 60) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, fused scores), best first: sum over lists of weight / (k + rank), rank 1-based; a
+    key missing from a list gets nothing from it. Each list holds distinct keys."""
     weights = [1.0] * len(rankings) if weights is None else list(weights)
     if len(weights) != len(rankings):
         raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
-    fused: dict = {}
-    for ranking, w in zip(rankings, weights):
-        for rank, key in enumerate(ranking, start=1):
-            fused[key] = fused.get(key, 0.0) + w / (k + rank)
-    return fused
+    lists = [np.asarray(r) for r in rankings]
+    keys, where = np.unique(np.concatenate(lists) if lists else np.zeros(0, np.int64), return_inverse=True)
+    fused = np.zeros(len(keys))
+    pos = 0
+    for ranking, w in zip(lists, weights):
+        fused[where[pos : pos + len(ranking)]] += w / (k + np.arange(1, len(ranking) + 1))
+        pos += len(ranking)
+    return _ranked(keys, fused)
 
 
 def normalize(scores: np.ndarray, method: str = "zscore") -> np.ndarray:
@@ -51,21 +61,27 @@ def normalize(scores: np.ndarray, method: str = "zscore") -> np.ndarray:
     raise ValueError(f"unknown normalization {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
 
 
-def convex(score_lists: Sequence[Mapping[Hashable, float]], weights: Sequence[float] | None = None,
-           method: str = "zscore") -> dict:
-    """{key: sum over lists of weight * normalized score}. Each list holds one retriever's
-    candidates (its top-N); a key missing from a list ranked below that list's cut-off, so it
-    gets the list's lowest normalized score rather than nothing."""
-    weights = [1.0 / len(score_lists)] * len(score_lists) if weights is None else list(weights)
-    if len(weights) != len(score_lists):
-        raise ValueError(f"{len(weights)} weights for {len(score_lists)} score lists")
-    normed = []
-    for scores in score_lists:
-        keys = list(scores)
-        values = normalize(np.fromiter(scores.values(), dtype=np.float64, count=len(keys)), method)
-        normed.append((dict(zip(keys, values.tolist())), float(values.min()) if len(values) else 0.0))
-    every = {key for scores in score_lists for key in scores}
-    return {key: sum(w * n.get(key, floor) for w, (n, floor) in zip(weights, normed)) for key in every}
+def convex(keys: Sequence[Sequence[Hashable]], scores: Sequence[Sequence[float]],
+           weights: Sequence[float] | None = None, method: str = "zscore") -> tuple[np.ndarray, np.ndarray]:
+    """(keys, fused scores), best first: sum over lists of weight * normalized score. Each list
+    holds one retriever's candidates (its top-N, distinct keys) and their scores; a key missing
+    from a list ranked below that list's cut-off, so it gets the list's lowest normalized score
+    rather than nothing."""
+    weights = [1.0 / len(keys)] * len(keys) if weights is None else list(weights)
+    if not len(weights) == len(keys) == len(scores):
+        raise ValueError(f"{len(weights)} weights for {len(keys)} key lists and {len(scores)} score lists")
+    lists = [np.asarray(k) for k in keys]
+    every, where = np.unique(np.concatenate(lists) if lists else np.zeros(0, np.int64), return_inverse=True)
+    fused = np.zeros(len(every))
+    pos = 0
+    for ks, ss, w in zip(lists, scores, weights):
+        normed = normalize(ss, method)
+        if len(normed):
+            floor = normed.min()
+            fused += w * floor
+            fused[where[pos : pos + len(ks)]] += w * (normed - floor)
+        pos += len(ks)
+    return _ranked(every, fused)
 
 
 def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float = 0.5, rescale: bool = True) -> list[int]:

@@ -263,13 +263,29 @@ class _Collection:
             return {int(i): v for ids, vecs in self.index.store.embeddings(chunk_ids) for i, v in zip(ids, vecs)}
 
 
-def _top(keys: list, scores: np.ndarray, n: int) -> tuple[list, np.ndarray]:
-    if len(scores) > n:
-        part = np.argpartition(-scores, n - 1)[:n]
-    else:
-        part = np.arange(len(scores))
-    order = part[np.argsort(-scores[part], kind="stable")]
-    return [keys[i] for i in order], scores[order]
+# A candidate is one int64: the collection's position in the query (high bits) and the chunk id,
+# so that fusion and sorting stay in numpy (a few thousand candidates a query).
+_ID_BITS = 40
+
+
+def _keys(ci: int, ids: np.ndarray) -> np.ndarray:
+    return (np.int64(ci) << _ID_BITS) | ids.astype(np.int64)
+
+
+def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return keys >> _ID_BITS, keys & ((1 << _ID_BITS) - 1)
+
+
+def _top(keys: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best of several collections' candidates, best first."""
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    keys_, scores_ = np.concatenate(keys), np.concatenate(scores).astype(np.float64)
+    if len(scores_) > n:
+        part = np.argpartition(-scores_, n - 1)[:n]
+        keys_, scores_ = keys_[part], scores_[part]
+    order = np.lexsort((keys_, -scores_))
+    return keys_[order], scores_[order]
 
 
 class Retriever:
@@ -356,9 +372,9 @@ class Retriever:
         need = max(4 * k, cfg.mmr_pool) if mmr else k
         depth = max(cfg.depth, need)
 
-        dense_keys: list = []
+        dense_keys: list[np.ndarray] = []
         dense_scores: list[np.ndarray] = []
-        sparse_keys: list = []
+        sparse_keys: list[np.ndarray] = []
         sparse_scores: list[np.ndarray] = []
         by_model: dict[int, np.ndarray] = {}
         qvecs: list[np.ndarray | None] = []  # per collection; MMR needs them too
@@ -371,79 +387,71 @@ class Retriever:
                 qvecs[ci] = by_model[id(emb)]
             if mode != "bm25":
                 ids, scores = col.dense(qvecs[ci], depth, flt)
-                dense_keys += [(ci, int(i)) for i in ids]
+                dense_keys.append(_keys(ci, ids))
                 dense_scores.append(scores)
             if mode != "dense":
                 ids, scores = col.sparse(query, depth, flt)
-                sparse_keys += [(ci, int(i)) for i in ids]
+                sparse_keys.append(_keys(ci, ids))
                 sparse_scores.append(scores)
-        dense = _top(dense_keys, np.concatenate(dense_scores), depth) if dense_scores else ([], np.zeros(0))
-        sparse = _top(sparse_keys, np.concatenate(sparse_scores), depth) if sparse_scores else ([], np.zeros(0))
+        dense = _top(dense_keys, dense_scores, depth)
+        sparse = _top(sparse_keys, sparse_scores, depth)
 
         if mode == "dense":
             keys, fused = dense
         elif mode == "bm25":
             keys, fused = sparse
+        elif cfg.fusion == "rrf":
+            keys, fused = rrf([dense[0], sparse[0]], [cfg.dense_weight, cfg.bm25_weight], cfg.rrf_k)
         else:
-            keys, fused = self._fuse(dense, sparse)
+            keys, fused = convex([dense[0], sparse[0]], [dense[1], sparse[1]],
+                                 [cfg.dense_weight, cfg.bm25_weight], cfg.normalization)
         keys, fused = keys[:need], fused[:need]
         if mmr and len(keys) > 1:
             keys, fused = self._mmr(cols, qvecs, keys, fused, k, mmr_lambda)
         return self._passages(cols, keys[: k * 2], fused[: k * 2], flt)[:k]
 
-    def _fuse(self, dense, sparse) -> tuple[list, np.ndarray]:
-        cfg = self.config
-        weights = (cfg.dense_weight, cfg.bm25_weight)
-        if cfg.fusion == "rrf":
-            fused = rrf([dense[0], sparse[0]], weights, cfg.rrf_k)
-        else:
-            fused = convex([dict(zip(dense[0], dense[1].tolist())), dict(zip(sparse[0], sparse[1].tolist()))],
-                           weights, cfg.normalization)
-        # Ties (rare with real scores) go to the lower collection index, then the lower chunk id.
-        keys = sorted(fused, key=lambda key: (-fused[key], key))
-        return keys, np.array([fused[key] for key in keys], dtype=np.float64)
-
-    def _mmr(self, cols: list[_Collection], qvecs: list[np.ndarray], keys: list, fused: np.ndarray, k: int, lam: float):
-        by_col: dict[int, list[int]] = {}
-        for ci, cid in keys:
-            by_col.setdefault(ci, []).append(cid)
-        vecs: dict[tuple, np.ndarray] = {}
-        for ci, cids in by_col.items():
-            vecs.update({(ci, cid): v for cid, v in cols[ci].embeddings(cids).items()})
-        keys = [key for key in keys if key in vecs]  # a chunk removed meanwhile drops out
-        fused = np.array([s for key, s in zip(keys, fused) if key in vecs]) if keys else fused[:0]
+    def _mmr(self, cols: list[_Collection], qvecs: list[np.ndarray], keys: np.ndarray, fused: np.ndarray,
+             k: int, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        col_of, ids = _split(keys)
+        vecs: dict[int, np.ndarray] = {}
+        for ci in np.unique(col_of).tolist():
+            found = cols[ci].embeddings(ids[col_of == ci].tolist())
+            vecs.update({int(_keys(ci, np.array([cid]))[0]): v for cid, v in found.items()})
+        present = np.array([int(key) in vecs for key in keys], dtype=bool)  # a chunk removed meanwhile drops out
+        keys, fused, col_of = keys[present], fused[present], col_of[present]
+        if not len(keys):
+            return keys, fused
         # Collections of different embedders live in different spaces: give each its own block
         # of dimensions, so cross-collection similarity is 0 and never penalizes.
         offsets, width = {}, 0
-        space = [(cols[ci].index.embedder_name, len(vecs[(ci, cid)])) for ci, cid in keys]
+        space = [(cols[ci].index.embedder_name, len(vecs[int(key)])) for ci, key in zip(col_of.tolist(), keys)]
         for sp in space:
             if sp not in offsets:
                 offsets[sp] = width
                 width += sp[1]
         matrix = np.zeros((len(keys), max(width, 1)), np.float32)
-        for row, (key, sp) in enumerate(zip(keys, space)):
+        for row, (key, sp) in enumerate(zip(keys.tolist(), space)):
             matrix[row, offsets[sp] : offsets[sp] + sp[1]] = vecs[key]
         # MMR weighs relevance against passage-to-passage cosine, so relevance must be on the cosine
         # scale too: the fused scores (any scale) keep their order and spacing but are mapped onto
         # the span of the candidates' query cosines. Plain min-max to [0, 1] would make every
         # pool look maximally spread, and near-duplicates (cosine ~1) would still win at lam=0.5.
-        cosines = np.array([float(vecs[key] @ qvecs[key[0]]) for key in keys])
-        span = fused.max() - fused.min() if len(fused) else 0.0
+        cosines = np.array([float(vecs[key] @ qvecs[ci]) for key, ci in zip(keys.tolist(), col_of.tolist())])
+        span = fused.max() - fused.min()
         relevance = cosines.min() + (fused - fused.min()) / span * (cosines.max() - cosines.min()) if span > 0 else cosines
         picked = mmr_select(relevance, matrix, k, lam, rescale=False)
-        return [keys[i] for i in picked], fused[picked]
+        return keys[picked], fused[picked]
 
-    def _passages(self, cols: list[_Collection], keys: list, scores: np.ndarray, flt: Filter | None) -> list[Passage]:
-        by_col: dict[int, list[int]] = {}
-        for ci, cid in keys:
-            by_col.setdefault(ci, []).append(cid)
+    def _passages(self, cols: list[_Collection], keys: np.ndarray, scores: np.ndarray,
+                  flt: Filter | None) -> list[Passage]:
+        col_of, ids = _split(keys)
         rows: dict[tuple, dict] = {}
-        for ci, cids in by_col.items():
+        for ci in np.unique(col_of).tolist():
             with cols[ci].lock:
-                for row in cols[ci].index.get_chunks(cids):
+                for row in cols[ci].index.get_chunks(ids[col_of == ci].tolist()):
                     rows[(ci, row["id"])] = row
         out = []
-        for key, score in zip(keys, scores):
+        for key, score in zip(zip(col_of.tolist(), ids.tolist()), scores):
             row = rows.get(key)
             if row is None:  # removed since the search
                 continue

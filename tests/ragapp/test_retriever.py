@@ -5,11 +5,9 @@ one section with the real MiniLM over the sample corpus."""
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import ragapp.bm25
