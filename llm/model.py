@@ -46,7 +46,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x (B, H, T, D); cos/sin (1 or B, 1, T, D)
+    # x (B, T, H, D); cos/sin (1 or B, T, 1, D)
     return x * cos + rotate_half(x) * sin
 
 
@@ -74,15 +74,17 @@ class Attention(nn.Module):
     def forward(self, x, rope, mask, is_causal, kv_cache, layer, start_pos):
         B, T, _ = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
-        if self.fused is not None:  # generation: one matmul for q, k and v (see GPT.fused_for_inference)
-            q, k, v = F.linear(x, *self.fused).split((H * D, K * D, K * D), dim=-1)
+        if self.fused is not None:  # generation: one matmul for q|k|v and one RoPE for q|k (GPT.fused_for_inference)
+            qkv = F.linear(x, *self.fused).view(B, T, H + 2 * K, D)
+            qk = apply_rope(qkv[:, :, : H + K], *rope) if rope is not None else qkv[:, :, : H + K]
+            q, k, v = qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + K:]
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
-        v = v.view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = self.q_proj(x).view(B, T, H, D)
+            k = self.k_proj(x).view(B, T, K, D)
+            v = self.v_proj(x).view(B, T, K, D)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, D)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, start_pos, k, v)  # (B, K, S, D)
         # grouped-query attention: each K/V head serves H/K query heads, without copying K/V H/K times
@@ -111,6 +113,10 @@ class MLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x)))  # exact (erf) GELU, as BERT
 
 
+def _identity(x):
+    return x
+
+
 def make_norm(config: ModelConfig) -> nn.Module:
     if config.arch == "llama":
         return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
@@ -130,12 +136,13 @@ class Block(nn.Module):
 
     def forward(self, x, rope, mask, is_causal, kv_cache, start_pos):
         args = (rope, mask, is_causal, kv_cache, self.layer, start_pos)
+        drop = self.drop if self.training and self.drop.p > 0 else _identity  # skip a no-op call per token
         if self.pre_norm:  # llama: x + f(norm(x))
-            x = x + self.drop(self.attn(self.attn_norm(x), *args))
-            return x + self.drop(self.mlp(self.mlp_norm(x)))
+            x = x + drop(self.attn(self.attn_norm(x), *args))
+            return x + drop(self.mlp(self.mlp_norm(x)))
         # bert (post-LN): norm(x + f(x))
-        x = self.attn_norm(x + self.drop(self.attn(x, *args)))
-        return self.mlp_norm(x + self.drop(self.mlp(x)))
+        x = self.attn_norm(x + drop(self.attn(x, *args)))
+        return self.mlp_norm(x + drop(self.mlp(x)))
 
 
 class GPT(nn.Module):
@@ -206,11 +213,12 @@ class GPT(nn.Module):
             cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, D) or (B, T, D)
             if cos.dtype != x.dtype:
                 cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-            shape = (-1, 1, T, cfg.head_dim)
-            rope = (cos.view(shape), sin.view(shape))  # (1|B, 1, T, D)
+            shape = (-1, T, 1, cfg.head_dim)
+            rope = (cos.view(shape), sin.view(shape))  # (1|B, T, 1, D)
         else:
             x = self.emb_norm(x + self.pos_emb.weight[pos])
-        x = self.drop(x)
+        if self.training and self.drop.p > 0:
+            x = self.drop(x)
 
         mask, is_causal = self._attention_mask(B, T, start_pos, prefix_len, pad_len, device)
         for block in self.blocks:
