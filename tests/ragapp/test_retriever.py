@@ -352,3 +352,51 @@ def test_section_context_lifts_a_chunk_whose_file_is_about_the_query(tmp_path, m
     # other's, and both still answer.
     assert plain.search(query, mode="bm25") and with_context.search(query, mode="bm25")
     plain.close(), with_context.close()
+
+
+# -- the real MiniLM over the sample corpus ---------------------------------------------------------
+SAMPLE = Path(__file__).resolve().parents[2] / "corpora" / "sample"
+
+
+@pytest.fixture(scope="module")
+def sample_retriever(tmp_path_factory):
+    from ragapp.embed import load_embedder
+    from ragapp.index import Index
+
+    index_dir = tmp_path_factory.mktemp("real") / "indexes"
+    embedder = load_embedder("all-MiniLM-L6-v2", device="cpu")
+    index = Index.create("sample", index_dir)
+    report = index.sync(SAMPLE, embedder=embedder, progress=False)
+    assert report.added == len(list(SAMPLE.iterdir())) and not report.failed
+    index.close()
+    r = Retriever("sample", index_dir=index_dir, embedder=embedder)
+    yield r
+    r.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, expected", [
+    ("My scanned PDF says it has no extractable text. What should I do?", "troubleshooting-faq.txt"),
+    ("Does ragapp send my documents to the internet?", "privacy.md"),
+    ("How do I train a model with DPO preference tuning?", "llm-toolkit.docx"),
+    ("What is the default chunk overlap in the settings reference?", "user-guide.pdf p. 7"),
+    ("How does the grounding gate decide to abstain?", "grounded-answers.md"),
+    ("How are renamed files handled when I sync the folder again?", "sync-and-storage.txt"),
+    ("Which fusion methods combine dense and BM25 rankings?", "hybrid-retrieval.html"),
+    ("What port does the HTTP API listen on?", "http-api.html"),
+])
+def test_real_minilm_finds_the_right_document(sample_retriever, question, expected):
+    passages = sample_retriever.search(question, k=3)
+    assert expected in [p.label() for p in passages], [p.label() for p in passages]
+    assert all(p.collection == "sample" and p.text for p in passages)
+
+
+@pytest.mark.slow
+def test_real_minilm_modes_and_filters(sample_retriever):
+    question = "How do I keep an index in step with a folder?"
+    for mode in ("dense", "bm25"):
+        assert len(sample_retriever.search(question, k=3, mode=mode)) == 3
+    pdf = sample_retriever.search(question, k=3, filters={"ext": ".pdf", "page": [4, 4]})
+    assert [p.label() for p in pdf] == ["user-guide.pdf p. 4"] * len(pdf) and pdf
+    diverse = sample_retriever.search(question, k=5, mmr=True)
+    assert len({p.chunk_id for p in diverse}) == 5
