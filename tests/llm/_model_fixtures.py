@@ -1,5 +1,6 @@
 """Shared by the llm-model tests: a tiny byte-level BPE tokenizer (llm.tokenizer) and tiny models."""
 
+import pytest
 import torch
 
 from llm.config import PRESETS
@@ -25,3 +26,13 @@ def tiny_model(vocab_size, arch="llama", prefix_lm=False, seed=0, **changes):
     cfg = PRESETS["tiny"].replace(arch=arch, prefix_lm=prefix_lm, vocab_size=vocab_size,
                                   n_kv_head=4 if arch == "bert" else 2, **changes)
     return GPT(cfg).eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine torch's thread
+    hand-offs make each small op up to ~80x slower. Restored afterwards for other tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
