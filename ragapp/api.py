@@ -133,10 +133,58 @@ def conversation(messages: list[Message]) -> tuple[str, list[tuple[str, str]]]:
 # ----------------------------------------------------------------------------- the app
 
 
+class UploadSizeLimit:
+    """Refuses an upload request over the limit while it arrives (413), before it is spooled to
+    disk: by its Content-Length when it has one, else by counting the body as it is received."""
+
+    SLACK = 64 * 1024  # multipart headers and the form fields
+
+    def __init__(self, app, path: str, limit: int):
+        self.app, self.path, self.limit = app, path, limit + self.SLACK
+        self.message = f"the upload is over {limit / (1024 * 1024):g} MB in all; upload fewer files at a time"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+        seen, over, answered = 0, False, False
+
+        async def counted():
+            # past the limit the app is told the client left, which ends its parsing of the body
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                over = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message):
+            nonlocal answered
+            if not over:
+                return await send(message)
+            if not answered:
+                answered = True
+                await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not answered:
+            await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+
+
 def create_app(service: RagService) -> FastAPI:
     app = FastAPI(title="ragapp", version=_version(), description=__doc__.split("\n\n")[0],
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
     app.state.service = service
+    app.add_middleware(UploadSizeLimit, path="/v1/documents", limit=service.config.limits.max_total_bytes)
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, err: RagError):
@@ -254,7 +302,6 @@ def _sse(meta: dict, first, stream, rename):
     sent = ""
     yield _chunk(meta, {"role": "assistant", "content": ""})
     try:
-        item = first
         for item in _chain(first, stream):
             if isinstance(item, str):
                 if item.startswith(sent) and len(item) > len(sent):
@@ -273,6 +320,8 @@ def _sse(meta: dict, first, stream, rename):
             yield _chunk(meta, {"citations": cites}, "stop", citations=cites, ragapp=answer_extras(final, rename))
     except RagError as err:
         yield f"data: {json.dumps({'error': {'message': str(err), 'type': type(err).__name__}})}\n\n"
+    finally:
+        stream.close()  # a client that hung up must not leave the model's lock held
     yield "data: [DONE]\n\n"
 
 

@@ -389,7 +389,8 @@ class RagService:
         def work(index):
             return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True)
 
-        return self._submit(owner, collection, real, f"folder {path}", work)
+        # the server's own folder (--folder) is not shown to users in full
+        return self._submit(owner, collection, real, f"folder {path.name if trusted else path}", work)
 
     def remove_file(self, user: str | None, collection: str, source: str) -> int:
         from ragapp.index import Index

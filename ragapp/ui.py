@@ -96,7 +96,7 @@ def render_answer(answer: Answer, answer_id: str) -> str:
 
 def plain_text(markdown: str) -> str:
     """An answer as the model wrote it, without the page's decorations (for follow-up questions)."""
-    text = re.sub(r"<sup>.*?</sup>|<small>.*?</small>", "", markdown, flags=re.S)
+    text = re.sub(r" ?<sup>.*?</sup>| ?<small>.*?</small>", "", markdown, flags=re.S)
     text = re.sub(r'<a href="#cite-[^"]*"[^>]*>(\[\d+\])</a>', r"\1", text)
     text = re.sub(r"^(⊘ \*\*Not in your documents\.\*\* |\*\*Quoted from your documents\*\*\s*)", "", text.strip())
     text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("⚠"))
@@ -179,6 +179,7 @@ class PageHandlers:
                 request: gr.Request = None):
         """Yields (answer so far, source panel): partial Markdown while the model writes, then the checked answer."""
         user = _user(request)
+        stream = None
         try:
             stream = self.service.chat_stream(user, message, _history_pairs(history), collections or None, k=int(k),
                                               backend=backend or None, model=model, temperature=float(temperature),
@@ -192,6 +193,9 @@ class PageHandlers:
                 yield render_answer(item, answer_id), render_sources(item, answer_id, rename=rename)
         except Exception as err:  # noqa: BLE001 - shown to the user
             raise _error(err) from err
+        finally:
+            if stream is not None:
+                stream.close()  # stopped or disconnected: release the model at once
 
     def show_citation(self, evt: gr.EventData, request: gr.Request = None) -> str:
         try:
@@ -218,6 +222,14 @@ class PageHandlers:
         return (gr.update(choices=names, value=keep), gr.update(choices=writable, value=target),
                 table, gr.update(choices=choices, value=None))
 
+    def refresh_adding(self, selected: list[str] | None, target: str | None, request: gr.Request = None):
+        """After documents went into `target`: as refresh, with `target` also chosen for the chat."""
+        names = self.service.collections(_user(request))
+        chosen = [n for n in (selected or []) if n in names]
+        if target in names and target not in chosen:
+            chosen.append(target)
+        return self.refresh(chosen, target, request)
+
     def _files(self, user, collection):
         if not collection or collection not in self.service.collections(user):
             return [], []
@@ -238,7 +250,8 @@ class PageHandlers:
         return f"✓ {job.message}"
 
     def add_documents(self, files: list[str] | None, collection: str | None, request: gr.Request = None,
-                      progress=gr.Progress()) -> str:
+                      progress=gr.Progress()):
+        """(status, collection): the collection is handed on, so the events after it see a newly typed name."""
         user = _user(request)
         try:
             if not files:
@@ -249,17 +262,17 @@ class PageHandlers:
             job = self.service.upload(user, collection, [(Path(f).name, Path(f)) for f in files])
         except RagError as err:
             raise _error(err) from err
-        return self._wait(job, progress, f"indexing into {collection}")
+        return self._wait(job, progress, f"indexing into {collection}"), gr.update(value=collection.strip())
 
     def index_folder(self, folder: str, collection: str | None, request: gr.Request = None,
-                     progress=gr.Progress()) -> str:
+                     progress=gr.Progress()):
         try:
             if not (collection or "").strip():
                 raise RagError("no collection named; pick one or type a new name in 'Into collection'")
             job = self.service.index_folder(_user(request), collection, folder)
         except RagError as err:
             raise _error(err) from err
-        return self._wait(job, progress, f"indexing {folder}")
+        return self._wait(job, progress, f"indexing {folder}"), gr.update(value=collection.strip())
 
     def remove_file(self, collection: str | None, source: str | None, request: gr.Request = None) -> str:
         try:
@@ -345,11 +358,12 @@ def build_demo(service: RagService) -> gr.Blocks:
         demo.load(h.refresh, [collections, target], lists, api_visibility="private")
         sources.cite(h.show_citation, None, sources, api_visibility="private", show_progress="hidden")
         target.change(h.show_files, target, [files_table, to_remove], api_visibility="private", show_progress="hidden")
-        add_btn.click(h.add_documents, [uploads, target], status, api_name="add_documents", concurrency_limit=2
-                      ).then(h.refresh, [collections, target], lists, api_visibility="private"
+        add_btn.click(h.add_documents, [uploads, target], [status, target], api_name="add_documents",
+                      concurrency_limit=2
+                      ).success(h.refresh_adding, [collections, target], lists, api_visibility="private"
                       ).then(lambda: None, None, uploads, api_visibility="private")
-        folder_btn.click(h.index_folder, [folder, target], status, api_name="index_folder", concurrency_limit=2
-                         ).then(h.refresh, [collections, target], lists, api_visibility="private")
+        folder_btn.click(h.index_folder, [folder, target], [status, target], api_name="index_folder", concurrency_limit=2
+                         ).success(h.refresh_adding, [collections, target], lists, api_visibility="private")
         remove_btn.click(h.remove_file, [target, to_remove], status, api_name="remove_file"
                          ).then(h.refresh, [collections, target], lists, api_visibility="private")
         timer = gr.Timer(2.0)
