@@ -11,6 +11,7 @@ decode speed = the remaining tokens over the remaining time of a full generation
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -22,21 +23,26 @@ sys.path.insert(0, str(ROOT))
 WIKI = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"
 
 
-def median_time(fn, reps: int) -> float:
-    times = []
+def interleaved_medians(fns: dict, reps: int) -> dict:
+    """Median seconds of each function, run round-robin so a change in machine load hits all alike."""
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="5m,14m")
     parser.add_argument("--prompt-tokens", default="100,2000")
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both sides (default 1: on a shared 2-core machine a second "
+                             "thread makes small ops wait on a descheduled peer; 0 = torch's choice)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
@@ -51,6 +57,8 @@ def main(argv=None) -> None:
     from llm.model import GPT
     from llm.tokenizer import iter_texts, train_tokenizer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="bench_generation_"))
     print("training an 8192-token BPE on 300 Wikipedia articles ...", flush=True)
@@ -90,11 +98,14 @@ def main(argv=None) -> None:
             def ours_text():
                 return generate(model, tok, prompt_text, max_new_tokens=N, stop_token_ids=[])
 
-            same = ours(N) == theirs(N).tolist()  # also warms both up
-            assert len(ours(N)) == N == len(theirs(N))
-            t_first_ours, t_first_hf = median_time(ours_first, args.reps), median_time(lambda: theirs(1), args.reps)
-            t_all_ours, t_all_hf = median_time(lambda: ours(N), args.reps), median_time(lambda: theirs(N), args.reps)
-            t_text = median_time(ours_text, args.reps)
+            a, b = ours(N), theirs(N).tolist()  # also warms both up
+            assert len(a) == N == len(b), "both sides must generate exactly N tokens"
+            same = a == b
+            t = interleaved_medians({"first_ours": ours_first, "first_hf": lambda: theirs(1),
+                                     "all_ours": lambda: ours(N), "all_hf": lambda: theirs(N),
+                                     "text": ours_text}, args.reps)
+            t_first_ours, t_first_hf, t_all_ours, t_all_hf, t_text = (
+                t["first_ours"], t["first_hf"], t["all_ours"], t["all_hf"], t["text"])
             dec_ours = (N - 1) / max(t_all_ours - t_first_ours, 1e-9)
             dec_hf = (N - 1) / max(t_all_hf - t_first_hf, 1e-9)
             row = dict(preset=preset, params=model.num_params(non_embedding=False), prompt=n_prompt,
@@ -106,7 +117,8 @@ def main(argv=None) -> None:
     lines = [
         "## Generation speed (llm.generate vs transformers generate)",
         "",
-        f"Machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch 1, "
+        f"Machine: {machine()} (load average {os.getloadavg()[0]:.1f} at the end: the CPU is shared), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch 1, "
         f"greedy, {N} new tokens, random weights; transformers `generate` runs on the weights exported by "
         "`llm export` (LlamaForCausalLM, SDPA attention). TTFT = time to first token; decode = tokens/s after "
         "the first; end-to-end = new tokens / total time. `text` = our `generate()` with text in and out "

@@ -201,6 +201,8 @@ class GPT(nn.Module):
                              "shorten the input")
         if kv_cache is None and start_pos:
             raise ValueError("start_pos needs a kv_cache")
+        if kv_cache is not None and end > kv_cache.max_len:
+            raise ValueError(f"KV cache holds {kv_cache.max_len} positions; cannot write up to {end}")
         device = idx.device
         if pad_len is None:
             pos = slice(start_pos, end)
