@@ -31,19 +31,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 CORPUS = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"
 
 
-def peak_flops(threads: int, n: int = 2048, reps: int = 6) -> float:
-    """Best fp32 matmul rate (FLOP/s) of an n x n x n product with `threads` threads."""
+def peak_flops(threads: int, n: int = 2048, reps: int = 6, device: str = "cpu") -> float:
+    """Best matmul rate (FLOP/s) of an n x n x n product: fp32 with `threads` threads on CPU, bf16 on CUDA."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up (allocation, thread pool)
     best = float("inf")
     for _ in range(reps):
+        _sync(device)
         t = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def prepare(work: Path, docs: int):
@@ -56,8 +66,10 @@ def prepare(work: Path, docs: int):
 
 
 def reference_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, warmup: int, threads: int,
-                   data_dir: Path) -> float:
-    """The minimal loop: tokens/s (median over timed steps)."""
+                   data_dir: Path, device: str = "cpu") -> float:
+    """The minimal loop: tokens/s (median over timed steps). CUDA: bf16 autocast, fused AdamW, compiled."""
+    import contextlib
+
     import torch
 
     from llm.config import get_preset
@@ -66,24 +78,32 @@ def reference_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = GPT(get_preset(preset, vocab_size=vocab, max_seq_len=max(seq_len, 256))).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    model = GPT(get_preset(preset, vocab_size=vocab, max_seq_len=max(seq_len, 256))).to(device).train()
+    cuda = device == "cuda"
+    if cuda:
+        model.compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if cuda else {}))
     windows = PackedWindows(data_dir, "train", seq_len)
     sampler = EpochSampler(len(windows), seed=0)
     rates = []
     for step in range(warmup + steps):
+        _sync(device)
         t = time.perf_counter()
         b = windows.batch(sampler(step * batch, batch))
-        _, loss = model(b["idx"], b["targets"])
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+            _, loss = model(b["idx"].to(device), b["targets"].to(device))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _sync(device)
         if step >= warmup:
             rates.append(batch * seq_len / (time.perf_counter() - t))
     return statistics.median(rates)
 
 
-def our_loop(preset: str, seq_len: int, batch: int, steps: int, warmup: int, threads: int, work: Path) -> float:
+def our_loop(preset: str, seq_len: int, batch: int, steps: int, warmup: int, threads: int, work: Path,
+             device: str = "cpu") -> float:
     from llm.recipe import build_config
     from llm.train import train
 
@@ -91,7 +111,8 @@ def our_loop(preset: str, seq_len: int, batch: int, steps: int, warmup: int, thr
     cfg = build_config("pretrain", flags=dict(
         data=str(work / "tokens"), tokenizer=str(work / "tok"), out_dir=str(out), model=preset, seq_len=seq_len,
         batch_size=batch, max_steps=warmup + steps, warmup_steps=2, lr=1e-3, eval_every=0, eval_batches=1,
-        save_every=0, log_every=1, progress=False, plot=False, threads=threads)).validate()
+        save_every=0, log_every=1, progress=False, plot=False, threads=threads, device=device,
+        compile=device == "cuda")).validate()
     import contextlib
     import io
 
@@ -108,6 +129,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2, help="alternating ours/reference measurements; best kept")
+    ap.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16 autocast + torch.compile, 60m "
+                                                    "model; MFU against the measured bf16 matmul peak)")
     a = ap.parse_args()
     import torch
 
@@ -117,11 +140,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_training_"))
     tok = prepare(work, docs=150 if a.quick else 600)
     vocab = len(tok)
-    grid = [("5m", 8, 2)] if a.quick else [("5m", b, t) for t in (1, 2) for b in (4, 8, 16)] + \
-        [("14m", b, 2) for b in (4, 8, 16)]
+    dev = a.device
+    if dev == "cuda":
+        a.seq_len = 1024
+        grid = [("60m", b, 1) for b in (16, 32, 64)]
+    else:
+        grid = [("5m", 8, 2)] if a.quick else [("5m", b, t) for t in (1, 2) for b in (4, 8, 16)] + \
+            [("14m", b, 2) for b in (4, 8, 16)]
     if a.quick:
-        a.steps, a.repeats = 3, 1
-    peaks = {t: peak_flops(t) for t in sorted({t for _, _, t in grid})}
+        grid, a.steps, a.repeats = grid[:1], 3, 1
+    peaks = {t: peak_flops(t, n=8192 if dev == "cuda" else 2048, device=dev) for t in sorted({t for _, _, t in grid})}
     rows = []
     for preset, batch, threads in grid:
         model = GPT(get_preset(preset, vocab_size=vocab))
@@ -130,8 +158,8 @@ def main() -> None:
         del model
         ours, ref = [], []
         for _ in range(a.repeats):  # alternate, so slow drift in machine load hits both alike
-            ref.append(reference_loop(preset, vocab, a.seq_len, batch, a.steps, a.warmup, threads, work / "tokens"))
-            ours.append(our_loop(preset, a.seq_len, batch, a.steps, a.warmup, threads, work))
+            ref.append(reference_loop(preset, vocab, a.seq_len, batch, a.steps, a.warmup, threads, work / "tokens", dev))
+            ours.append(our_loop(preset, a.seq_len, batch, a.steps, a.warmup, threads, work, dev))
         o, r = max(ours), max(ref)
         row = dict(preset=preset, params=params, batch=batch, threads=threads, ours=o, ref=r, ratio=o / r,
                    mfu=o * fpt / peaks[threads], ref_mfu=r * fpt / peaks[threads], flops_per_token=fpt)
@@ -139,12 +167,14 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     torch.set_num_threads(max(peaks))
     load = os.getloadavg()
+    kind = "CUDA bf16" if dev == "cuda" else "CPU fp32"
     lines = [
-        "## Training throughput (llm.train vs a minimal loop, CPU fp32)",
+        f"## Training throughput (llm.train vs a minimal loop, {kind})",
         "",
         f"`benchmarks/bench_training.py` on {_machine()}; seq_len {a.seq_len}, vocab {vocab:,} (BPE trained on the "
         f"shared Wikipedia text), median tokens/s over {a.steps} timed steps after {a.warmup} warm-up, best of "
-        f"{a.repeats} alternating runs. Peak FLOP/s measured as the best rate of a 2048x2048x2048 fp32 matmul: "
+        f"{a.repeats} alternating runs. Peak FLOP/s measured as the best rate of a large "
+        f"{'bf16 8192' if dev == 'cuda' else 'fp32 2048'}-cube matmul: "
         + ", ".join(f"{p / 1e9:.0f} GFLOP/s with {t} thread{'s' if t > 1 else ''}" for t, p in peaks.items())
         + f". Load average during the run: {load[0]:.1f} (the 2 cores are shared).",
         "",
@@ -158,12 +188,13 @@ def main() -> None:
     lines += ["", "Best configuration per model: " + "; ".join(
         f"{p}: batch {r['batch']}, {r['threads']} thread(s), {r['ours']:,.0f} tokens/s" for p, r in sorted(best.items()))
         + ".", "",
-        "CUDA (bf16 autocast, optional torch.compile; target >= 45% MFU on an H100) was not measured: no GPU was "
-        "available to this run. Rerun this script on a CUDA machine after adding `device=\"cuda\"` to the grid."]
+        "CUDA (bf16 autocast, torch.compile; target >= 45% MFU on an H100) was not measured: no GPU was available "
+        "to this run. On a CUDA machine: `python benchmarks/bench_training.py --device cuda` (writes its own "
+        "section)." if dev != "cuda" else ""]
     if not a.quick:
         from benchmarks._report import write_section
 
-        write_section("bench_training", "\n".join(lines))
+        write_section("bench_training" + ("_cuda" if dev == "cuda" else ""), "\n".join(lines))
     else:
         print("\n".join(lines))
 

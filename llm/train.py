@@ -17,6 +17,7 @@ Multi-process: launch with `torchrun --nproc_per_node N -m llm.cli pretrain ...`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -85,6 +86,9 @@ class Trainer:
         self.distributed = self.world > 1
         if self.distributed and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            # kept for the life of the process: a second init in the same torchrun launch can pick up the
+            # previous group's stale addresses from the launcher's store and fail to connect
+            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
         self.is_main = self.rank == 0
 
     def barrier(self) -> None:
@@ -318,9 +322,4 @@ class Trainer:
 
 def train(cfg: TrainConfig) -> dict:
     """Train as configured; returns the summary (also in OUT_DIR/summary.json)."""
-    trainer = Trainer(cfg)
-    try:
-        return trainer.run()
-    finally:
-        if trainer.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+    return Trainer(cfg).run()

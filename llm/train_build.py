@@ -100,8 +100,16 @@ def make_objective(t, resume):
         from safetensors.torch import load_file
 
         t.head_model.head.load_state_dict(load_file(str(Path(src) / "head.safetensors")))
+    # a head reads hidden states only: the LM head's own parameters (a bias, or an untied matrix) get no
+    # gradient, and DDP refuses parameters that take part in no backward
+    lm_head = t.model.lm_head
+    if lm_head.bias is not None:
+        lm_head.bias.requires_grad_(False)
+    if not t.model.config.tie_embeddings:
+        lm_head.weight.requires_grad_(False)
     t.head_model.to(t.device)
     return obj
+
 
 def reference(t):
     from llm.checkpoint import load_pretrained
