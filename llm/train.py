@@ -224,50 +224,14 @@ class Trainer:
         done = start
         try:
             for step in range(start, cfg.max_steps):
-                t0 = time.perf_counter()
-                with self.autocast():
-                    batches = [obj.micro_batch(step, m) for m in range(cfg.grad_accum)]
-                counts = [obj.count(b) for b in batches]
-                tokens = sum(obj.tokens(b) for b in batches)
-                total = self.all_sum([float(sum(counts))])[0]
-                scale = self.world / max(total, 1.0)
-                for m, batch in enumerate(batches):
-                    sync = (m == cfg.grad_accum - 1) or not hasattr(wrapped, "no_sync")
-                    ctx = contextlib.nullcontext() if sync else wrapped.no_sync()
-                    with ctx:
-                        with self.autocast():
-                            out = wrapped(**{k: v.to(self.device) for k, v in batch.items()})
-                        (out["loss_sum"] * scale).backward()
-                    for k, v in out.items():
-                        stats[k] = stats.get(k, 0.0) + float(v.detach())
-                grad_norm = None
-                if cfg.grad_clip > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                        [p for g in groups for p in g["params"]], cfg.grad_clip))
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                dt = time.perf_counter() - t0
+                tokens, dt, grad_norm, lr = self._step(step, wrapped, groups, stats)
                 self.train_seconds += dt
                 window["seconds"] += dt
                 window["tokens"] += tokens
                 done = step + 1
                 bar.update(1)
                 if done % cfg.log_every == 0 or done == cfg.max_steps:
-                    keys = sorted(stats)
-                    summed = dict(zip(keys + ["_tokens"], self.all_sum([stats[k] for k in keys] + [window["tokens"]])))
-                    self.tokens_seen += int(summed["_tokens"])
-                    row = {"step": done, "split": "train", "loss": summed["loss_sum"] / max(summed["count"], 1.0),
-                           "lr": lr}
-                    for k in keys:
-                        if k not in ("loss_sum", "count", "n"):
-                            row[k] = summed[k] / max(summed["n"], 1.0)
-                    if grad_norm is not None:
-                        row["grad_norm"] = grad_norm
-                    row["tokens_per_s"] = summed["_tokens"] / max(window["seconds"], 1e-9)
-                    row["tokens"] = self.tokens_seen
-                    self._write_metrics(row)
+                    row = self._log_train(done, lr, grad_norm, stats, window)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}")
                     stats, window = {}, {"tokens": 0, "seconds": 0.0}
                 if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
@@ -283,6 +247,8 @@ class Trainer:
                     break
                 if cfg.save_every and done % cfg.save_every == 0 and done < cfg.max_steps:
                     self.save(done)
+                    if cfg.plot and self.is_main:
+                        plot_curve(self.metrics_path, self.out_dir / "loss.png")
         finally:
             bar.close()
             for sig, handler in old_handlers.items():
@@ -296,6 +262,48 @@ class Trainer:
         if cfg.plot and self.is_main and self.metrics_path.exists():
             plot_curve(self.metrics_path, self.out_dir / "loss.png")
         return summary
+
+    def _step(self, step: int, wrapped, groups, stats: dict) -> tuple[int, float, float | None, float]:
+        """One optimizer step: every micro-batch's loss is divided by the global count (tokens or pairs of all
+        micro-batches of all processes), so the step optimizes the exact mean. Adds the sums to `stats`."""
+        cfg, obj = self.cfg, self.objective
+        t0 = time.perf_counter()
+        with self.autocast():
+            batches = [obj.micro_batch(step, m) for m in range(cfg.grad_accum)]
+        tokens = sum(obj.tokens(b) for b in batches)
+        total = self.all_sum([float(sum(obj.count(b) for b in batches))])[0]
+        scale = self.world / max(total, 1.0)  # DDP/FSDP average gradients over processes: undo that
+        for m, batch in enumerate(batches):
+            sync = m == cfg.grad_accum - 1 or not hasattr(wrapped, "no_sync")
+            with contextlib.nullcontext() if sync else wrapped.no_sync():
+                with self.autocast():
+                    out = wrapped(**{k: v.to(self.device) for k, v in batch.items()})
+                (out["loss_sum"] * scale).backward()
+            for k, v in out.items():
+                stats[k] = stats.get(k, 0.0) + float(v.detach())
+        grad_norm = None
+        if cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return tokens, time.perf_counter() - t0, grad_norm, lr
+
+    def _log_train(self, done: int, lr: float, grad_norm, stats: dict, window: dict) -> dict:
+        keys = sorted(stats)
+        summed = dict(zip(keys + ["_tokens"], self.all_sum([stats[k] for k in keys] + [window["tokens"]])))
+        self.tokens_seen += int(summed["_tokens"])
+        row = {"step": done, "split": "train", "loss": summed["loss_sum"] / max(summed["count"], 1.0), "lr": lr}
+        for k in keys:
+            if k not in ("loss_sum", "count", "n"):
+                row[k] = summed[k] / max(summed["n"], 1.0)
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
+        row["tokens_per_s"] = summed["_tokens"] / max(window["seconds"], 1e-9)
+        row["tokens"] = self.tokens_seen
+        self._write_metrics(row)
+        return row
 
     def _eval_and_log(self, step: int, bar) -> dict:
         metrics = self.evaluate()
