@@ -606,6 +606,16 @@ class BackgroundServer:
         return self.url
 
     def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        import logging
+
+        # Open event streams (a browser's or gradio_client's) are cancelled after the grace period;
+        # uvicorn logs each as an error with a traceback, which here is just the shutdown.
+        log = logging.getLogger("uvicorn.error")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        finally:
+            log.setLevel(level)
         self.service.close()

@@ -262,7 +262,7 @@ class PageHandlers:
             job = self.service.upload(user, collection, [(Path(f).name, Path(f)) for f in files])
         except RagError as err:
             raise _error(err) from err
-        return self._wait(job, progress, f"indexing into {collection}"), gr.update(value=collection.strip())
+        return self._wait(job, progress, f"indexing into {collection}"), collection.strip()
 
     def index_folder(self, folder: str, collection: str | None, request: gr.Request = None,
                      progress=gr.Progress()):
@@ -272,7 +272,7 @@ class PageHandlers:
             job = self.service.index_folder(_user(request), collection, folder)
         except RagError as err:
             raise _error(err) from err
-        return self._wait(job, progress, f"indexing {folder}"), gr.update(value=collection.strip())
+        return self._wait(job, progress, f"indexing {folder}"), collection.strip()
 
     def remove_file(self, collection: str | None, source: str | None, request: gr.Request = None) -> str:
         try:
@@ -328,7 +328,7 @@ def build_demo(service: RagService) -> gr.Blocks:
                 with gr.Accordion("Files in the collection", open=False):
                     files_table = gr.Dataframe(headers=["file", "chunks", "size"], interactive=False,
                                                elem_id="files", wrap=True)
-                    to_remove = gr.Dropdown(choices=[], label="Remove a file", elem_id="to-remove")
+                    to_remove = gr.Dropdown(choices=[], label="Remove a file", elem_id="to-remove", allow_custom_value=True)
                     remove_btn = gr.Button("Remove file", variant="stop", elem_id="remove-btn")
                 with gr.Accordion("Settings", open=False):
                     k = gr.Slider(1, 20, value=cfg.k, step=1, label="Passages retrieved (k)")

@@ -1,0 +1,153 @@
+"""End to end in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
+
+Open the page, upload a document, ask, watch the answer appear with a citation, click the [n] and
+see the passage, highlighted, in the source panel. Real parts: the MiniLM embedder, the whole
+answer pipeline, and the default model when models/default holds it (else the extractive answer).
+
+The screenshot goes to tmp_path; to remake the README's picture over the sample corpus:
+
+    python tests/ragapp/test_browser.py docs/screenshot.png
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+DOC = """# Greenhouse notes
+
+The greenhouse heater switches on when the temperature falls below 12 degrees Celsius.
+Tomato seedlings are watered every morning at seven with rain water from the blue tank.
+The vents open automatically above 28 degrees.
+"""
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium (make browser)"),
+]
+
+
+def make_service(index_dir: Path):
+    """A server on the real embedder and the default generator (or extractive answers without one)."""
+    from ragapp.generator import DEFAULT_LLM_MODEL
+    from ragapp.server import RagService, ServeConfig
+
+    backend = "llm" if (DEFAULT_LLM_MODEL / "config.json").exists() else "extractive"
+    service = RagService(ServeConfig(index_dir=index_dir, backend=backend))
+    service.check_generator()  # loads it now, not during the first question
+    return service
+
+
+def open_page(playwright, url: str):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#question textarea")
+    return browser, page
+
+
+def upload(page, path: Path, collection: str) -> str:
+    page.locator("#uploads input[type=file]").set_input_files(str(path))
+    page.get_by_text(path.name).first.wait_for()  # the file is on the server before we index it
+    target = page.locator("#target input")
+    target.fill(collection)
+    target.press("Enter")
+    page.click("#add-btn")
+    status = page.locator("#status")
+    status.get_by_text(f"✓ {collection}:").wait_for(timeout=120_000)
+    return status.inner_text()
+
+
+def ask(page, question: str) -> list[str]:
+    """Types the question; returns the successive texts of the chat until the answer has a citation link."""
+    page.evaluate("""() => {
+        window.__answers = [];
+        const chat = document.querySelector('#chat');
+        new MutationObserver(() => {
+            const t = chat.innerText;
+            if (window.__answers.at(-1) !== t) window.__answers.push(t);
+        }).observe(chat, {subtree: true, childList: true, characterData: true});
+    }""")
+    page.fill("#question textarea", question)
+    page.press("#question textarea", "Enter")
+    page.locator('#chat a[href^="#cite-"]').first.wait_for(timeout=180_000)
+    return page.evaluate("() => window.__answers")
+
+
+def open_citation(page):
+    link = page.locator('#chat a[href^="#cite-"]').last
+    number = link.inner_text().strip("[]")
+    ref = link.get_attribute("href")[len("#cite-"):]
+    link.click()
+    opened = page.locator(f"#sources details#src-{ref}[open]")
+    opened.wait_for()
+    return number, opened
+
+
+def test_upload_ask_and_open_the_citation(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from ragapp.server import BackgroundServer
+
+    doc = tmp_path / "greenhouse.md"
+    doc.write_text(DOC)
+    service = make_service(tmp_path / "indexes")
+    with BackgroundServer(service) as url, sync_playwright() as pw:
+        browser, page = open_page(pw, url)
+        try:
+            status = upload(page, doc, "garden")
+            assert "added 1" in status and "1 files" in status
+            # the selector now offers the new collection and has chosen it
+            assert "garden" in page.locator("#collections").inner_text()
+
+            states = ask(page, "When does the greenhouse heater switch on?")
+            final = states[-1]
+            assert "12 degrees" in final and "[1]" in final
+            if service.default_backend != "extractive":
+                assert len(states) >= 3, states  # the model's answer was seen growing
+
+            number, opened = open_citation(page)
+            assert opened.locator("summary").inner_text().startswith(f"[{number}] greenhouse.md")
+            marked = opened.locator("mark").inner_text()
+            assert "12 degrees" in marked or "heater" in marked
+            assert "Tomato seedlings" in opened.inner_text()  # the whole passage, beyond the highlight
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "page.png").stat().st_size > 20_000
+
+
+def screenshot(out: Path, question: str = "How do I keep an index in step with a folder?") -> None:
+    """The README's picture: the sample corpus, one question, its first citation opened."""
+    from playwright.sync_api import sync_playwright
+
+    from ragapp.server import BackgroundServer
+
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        service = make_service(Path(tmp) / "indexes")
+        service.config.collections = ["sample"]
+        service.wait(service.index_folder(None, "sample", root / "corpora" / "sample", trusted=True))
+        with BackgroundServer(service) as url, sync_playwright() as pw:
+            browser, page = open_page(pw, url)
+            ask(page, question)
+            open_citation(page)
+            time.sleep(0.5)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+            browser.close()
+    print(f"wrote {out} ({service.default_backend} answers)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png"))
