@@ -135,7 +135,12 @@ def main(argv=None) -> None:
             f"| {r['dec_hf']:.0f} | **{r['dec_ours'] / r['dec_hf']:.2f}x** "
             f"| {r['tps_ours']:.0f} / {r['tps_text']:.0f} / {r['tps_hf']:.0f} | {r['tps_ours'] / r['tps_hf']:.2f}x "
             f"| {'yes' if r['same'] else 'no'} |")
-    lines += ["", "Target (issue 3): decode tokens/s >= 1.5x transformers on CPU."]
+    lines += ["", "Target (issue 3): decode tokens/s >= 1.5x transformers on CPU. Both sides run the same matmul and "
+              "attention kernels, so prefill (TTFT) ties; our gain per token is a leaner loop (preallocated KV cache "
+              "instead of concatenation, q|k|v and gate|up fused into one matmul each, no logits processors). It is "
+              "largest where the fixed per-token overhead matters (small models, long caches) and shrinks as a "
+              "model's matrix-vector products, bound by memory bandwidth, take over (14m). The CPU is shared with "
+              "other jobs: repetitions are interleaved so both sides see the same load, but absolute numbers vary."]
     markdown = "\n".join(lines)
     if args.no_write:
         print(markdown)
