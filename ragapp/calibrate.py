@@ -40,9 +40,15 @@ HALUEVAL = DATA / "train" / "halueval-qa"
 
 
 def _read_rows(path: Path) -> dict[str, dict]:
+    """Rows of a results JSONL by id, ready to append to: a last line torn by an interruption is
+    ended (so the next row starts on its own line) and skipped (so it is recomputed)."""
     rows = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("\n")
+        for line in text.splitlines():
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -98,7 +104,7 @@ def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questio
     index.sync(corpus, embedder=embedder, progress=True)
     cache = vector_cache(embedder)
     with Index.open("calibration", index_dir) as idx:
-        cache.warm([text for _, text in idx.all_chunks()])
+        cache.warm([text for _, text in idx.all_chunks()], store=workdir / "passage_vectors.npy")
     retriever = Retriever(["calibration"], index_dir=index_dir, embedder=CachedEmbedder(cache))
 
     rng = random.Random(seed + 1)
@@ -111,7 +117,8 @@ def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questio
     todo = [(qid, qa, 1) for qid, qa in sample(indexed)] + [(qid, qa, 0) for qid, qa in sample(heldout)]
     path = workdir / f"gate_rows_k{k}.jsonl"
     rows = _read_rows(path)
-    cache.encode([qa["question"] for qid, qa, _ in todo if qid not in rows], progress=True)  # one batched pass
+    cache.warm([qa["question"] for qid, qa, _ in todo if qid not in rows], store=workdir / "question_vectors.npy",
+               sentences_too=False)  # one batched pass
     for qid, qa, in_index in tqdm([t for t in todo if t[0] not in rows], desc="gate features", unit=" q"):
         passages = retriever.search(qa["question"], k=k, mode="hybrid")
         ev = measure(qa["question"], passages, cache, score=False)
@@ -165,7 +172,7 @@ def fit_gate(rows: list[dict], keep: float, seed: int) -> dict:
 def citation_rows(workdir: Path) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from ragapp.citations import support_features
+    from ragapp.citations import strip_citations, support_features
     from ragapp.embed import load_embedder
     from ragapp.similarity import vector_cache
     from ragapp.types import Passage
@@ -179,7 +186,11 @@ def citation_rows(workdir: Path) -> list[dict]:
             examples[f"{name[3:6]}{i}-hallucinated"] = (r["question"], r["knowledge"], r["hallucinated_answer"], 0)
     path = workdir / "citation_rows.jsonl"
     rows = _read_rows(path)
-    for key, (q, knowledge, answer, label) in tqdm([e for e in examples.items() if e[0] not in rows], desc="citation features", unit=" claims"):
+    todo = [e for e in examples.items() if e[0] not in rows]
+    # one batched pass over the knowledge passages (and their sentences), then over the answers
+    cache.warm(list(dict.fromkeys(k for _, (_, k, _, _) in todo)), store=workdir / "halueval_vectors.npy")
+    cache.warm([strip_citations(a) for _, (_, _, a, _) in todo], store=workdir / "halueval_answer_vectors.npy", sentences_too=False)
+    for key, (q, knowledge, answer, label) in tqdm(todo, desc="citation features", unit=" claims"):
         lexical, semantic, _ = support_features(answer, Passage(knowledge, "k", None, 0.0, 0), cache, q)
         row = {"id": key, "supported": label, "lexical": lexical, "semantic": semantic}
         _append(path, row)

@@ -183,14 +183,14 @@ class ChatSession:
         if not checked.passed:
             answer.reason = _failure(checked, text)
             if settings.fallback:
-                answer = self.fallback(answer)
+                answer = self.fallback(answer, cache)
         yield answer
 
-    def fallback(self, answer: Answer, collections: Sequence[str] | None = None) -> Answer:
+    def fallback(self, answer: Answer, cache=None, collections: Sequence[str] | None = None) -> Answer:
         """The extractive answer that replaces a generated `answer` which failed the citation check."""
         if not failed_check(answer):
             return answer
-        cache = self.vectors(self.retriever(collections))
+        cache = cache or self.vectors(self.retriever(collections))
         base = replace(answer, text="", citations=[], unsupported_sentences=[])
         return self._extractive(base, answer.passages, cache, answer.reason + "; showing the best-supported passage sentences instead")
 

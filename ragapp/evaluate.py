@@ -151,7 +151,8 @@ def _prediction(text: str) -> str:
 
 
 class Runner:
-    def __init__(self, index_dir: Path, embedder, k: int, backend: str | None, model: str | None, max_new_tokens: int):
+    def __init__(self, index_dir: Path, embedder, k: int, backend: str | None, model: str | None, max_new_tokens: int,
+                 workdir: Path | None = None):
         from ragapp.chat import ChatSession, ChatSettings
         from ragapp.retriever import Retriever
         from ragapp.similarity import vector_cache
@@ -162,7 +163,8 @@ class Runner:
         self.k = k
         self.cache = vector_cache(embedder)
         with Index.open(INDEX_NAME, index_dir) as idx:
-            self.cache.warm([text for _, text in idx.all_chunks()], progress=False)
+            self.cache.warm([text for _, text in idx.all_chunks()], store=workdir and workdir / "passage_vectors.npy")
+        self.workdir = workdir
         # queries embedded once, through the cache that `warm_questions` fills in one batch
         self.retriever = Retriever([INDEX_NAME], index_dir=index_dir, embedder=CachedEmbedder(self.cache))
         self.backend, self.model = backend, model
@@ -171,7 +173,8 @@ class Runner:
                                    retriever=self.retriever, embedder=embedder, settings=self.settings)
 
     def warm_questions(self, questions: list[Question]) -> None:
-        self.cache.encode([q.question for q in questions])
+        store = self.workdir and self.workdir / "question_vectors.npy"
+        self.cache.warm([q.question for q in questions], store=store, sentences_too=False)
 
     def extractive(self, q: Question) -> dict[str, Result]:
         from ragapp import gate
@@ -260,7 +263,7 @@ def run(
     results_dir.mkdir(parents=True, exist_ok=True)
     tag = {s: s if s in NO_GENERATOR else f"{s}@{_model_tag(backend, model)}" for s in systems}
     done = {s: read_results(results_dir / f"{tag[s]}.jsonl") for s in systems}
-    runner = Runner(index_dir, embedder, k, backend, model, max_new_tokens)
+    runner = Runner(index_dir, embedder, k, backend, model, max_new_tokens, workdir)
     todo = [q for q in chosen if any(q.id not in done[s] for s in systems)]
     runner.warm_questions(todo)
     for q in tqdm(todo, desc="answering", unit=" q", disable=not progress):

@@ -6,8 +6,11 @@ evaluation over one corpus), so their vectors are kept (LRU by text) instead of 
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,14 +52,43 @@ class VectorCache:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return np.stack(out).astype(np.float32, copy=False)
 
-    def warm(self, passage_texts: list[str], progress: bool = True) -> None:
-        """Encode passages and their sentences in big batches ahead of a long run (an evaluation):
-        one batched call is many times faster than the same texts a few at a time."""
+    def warm(self, texts: list[str], store: Path | None = None, sentences_too: bool = True, progress: bool = True) -> None:
+        """Encode texts (passages and, with `sentences_too`, their sentences) in big batches ahead of
+        a long run: one batched call is many times faster than the same texts a few at a time.
+        With `store` (a .npy path; a .json beside it lists the texts) vectors already computed are
+        loaded, and new ones are saved every 1024 texts, so an interrupted warm-up resumes."""
+        import numpy as np
+        from tqdm.auto import tqdm
+
         from ragapp.lexical import sentences
 
-        texts = list(dict.fromkeys(t for p in passage_texts for t in [p, *sentences(p)]))
-        self.max_items = max(self.max_items, len(texts) + 10_000)
-        self.encode(texts, progress=progress)
+        wanted = list(dict.fromkeys(t for p in texts for t in ([p, *sentences(p)] if sentences_too else [p])))
+        self.max_items = max(self.max_items, len(self._vecs) + len(wanted) + 10_000)
+        names = Path(store).with_suffix(".json") if store else None
+        saved_texts: list[str] = []
+        if store and Path(store).exists() and names.exists():
+            saved_texts = json.loads(names.read_text())
+            saved = np.load(store)
+            if len(saved_texts) != len(saved):
+                saved_texts = []
+            with self._lock:
+                for t, v in zip(saved_texts, saved):
+                    self._vecs.setdefault(t, v)
+                    self._vecs.move_to_end(t)
+        with self._lock:
+            missing = [t for t in wanted if t not in self._vecs]
+        step = 1024
+        for i in tqdm(range(0, len(missing), step), desc="embedding passages", unit=" x1024", disable=not progress or not missing):
+            self.encode(missing[i : i + step])
+            if store:
+                with self._lock:
+                    keep = list(dict.fromkeys(t for t in [*saved_texts, *wanted] if t in self._vecs))
+                    mat = np.stack([self._vecs[t] for t in keep]) if keep else np.zeros((0, self.embedder.dim), np.float32)
+                tmp = Path(store).with_suffix(".tmp.npy")
+                np.save(tmp, mat)
+                names.with_suffix(".tmp").write_text(json.dumps(keep))
+                os.replace(tmp, store)  # vectors first: a crash between the two leaves a length mismatch, ignored on load
+                os.replace(names.with_suffix(".tmp"), names)
 
     def similarities(self, query: str, texts: list[str]) -> "np.ndarray":
         """Cosine similarity of `query` with each of `texts`, shape (len(texts),)."""
