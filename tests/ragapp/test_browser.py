@@ -48,6 +48,9 @@ def make_service(index_dir: Path):
 def open_page(playwright, url: str):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.console = []  # kept for the failure report
+    page.on("console", lambda m: page.console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: page.console.append(f"pageerror: {e}"))
     page.set_default_timeout(60_000)
     page.goto(url)
     page.wait_for_selector("#question textarea")
@@ -120,6 +123,10 @@ def test_upload_ask_and_open_the_citation(tmp_path):
             assert "12 degrees" in marked or "heater" in marked
             assert "Tomato seedlings" in opened.inner_text()  # the whole passage, beyond the highlight
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}\nbrowser console:\n" + "\n".join(page.console[-30:]))
+            raise
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 20_000
