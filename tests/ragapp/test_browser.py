@@ -85,8 +85,9 @@ def ask(page, question: str) -> list[str]:
     return page.evaluate("() => window.__answers")
 
 
-def open_citation(page):
-    link = page.locator('#chat a[href^="#cite-"]').last
+def open_citation(page, first: bool = False):
+    links = page.locator('#chat a[href^="#cite-"]')
+    link = links.first if first else links.last
     number = link.inner_text().strip("[]")
     ref = link.get_attribute("href")[len("#cite-"):]
     link.click()
@@ -146,7 +147,11 @@ def screenshot(out: Path, question: str = "How do I keep an index in step with a
         with BackgroundServer(service) as url, sync_playwright() as pw:
             browser, page = open_page(pw, url)
             ask(page, question)
-            open_citation(page)
+            open_citation(page, first=True)
+            page.evaluate("""() => {  // show the question too: scroll the chat back to its top
+                for (const el of document.querySelectorAll('#chat *'))
+                    if (el.scrollHeight > el.clientHeight + 4 && getComputedStyle(el).overflowY !== 'visible') el.scrollTop = 0;
+            }""")
             time.sleep(0.5)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))

