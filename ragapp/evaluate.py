@@ -178,7 +178,7 @@ class Runner:
 
     def extractive(self, q: Question) -> dict[str, Result]:
         from ragapp import gate
-        from ragapp.extractive import best_span, rank_sentences
+        from ragapp.extractive import best_span, quote, rank_sentences
 
         t0 = time.perf_counter()
         passages = self.retriever.search(q.question, k=self.k, mode="hybrid")
@@ -186,17 +186,19 @@ class Runner:
         ev = gate.measure(q.question, passages, self.cache)
         ok, why = gate.check(ev)
         out = {"always-abstain": Result(q.id, "", True, True, "abstained", retrieved)}
-        if not ok:
+        ranked = rank_sentences(q.question, passages, self.cache) if ok else []
+        if not ranked:
             for name in ("extractive-sentence", "extractive-span"):
-                out[name] = Result(q.id, "", True, True, "abstained", retrieved, reason=why)
+                out[name] = Result(q.id, "", True, True, "abstained", retrieved, reason=why or "no sentence to quote")
         else:
-            top = rank_sentences(q.question, passages, self.cache)[0]
-            out["extractive-sentence"] = Result(q.id, top.text, False, True, "extractive", retrieved, text=f"“{top.text}” [{top.passage + 1}]")
-            span = best_span(q.question, top.text)
+            top = ranked[0]
+            sentence = quote(top.text)
+            out["extractive-sentence"] = Result(q.id, sentence, False, True, "extractive", retrieved, text=f"“{sentence}” [{top.passage + 1}]")
+            span = best_span(q.question, sentence)
             out["extractive-span"] = Result(q.id, span, False, True, "extractive", retrieved, text=f"“{span}” [{top.passage + 1}]")
         dt = time.perf_counter() - t0
-        for r in out.values():
-            r.seconds = dt
+        for name, r in out.items():
+            r.seconds = 0.0 if name == "always-abstain" else dt
         return out
 
     def generated(self, q: Question) -> dict[str, Result]:
@@ -289,10 +291,11 @@ def _model_tag(backend: str | None, model: str | None) -> str:
 
 
 def table(scores: dict[str, dict]) -> str:
-    head = ("| system | EM | F1 | answerable EM | answerable F1 | unanswerable abstained | hallucination | gold passage retrieved | s/question |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| system | EM | F1 | answerable EM | answerable F1 | answerable abstained | unanswerable abstained "
+            "| hallucination | gold passage retrieved | s/question |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = [f"| {s['tag']} | {s['em']:.1f} | {s['f1']:.1f} | {s['has_ans_em']:.1f} | {s['has_ans_f1']:.1f} | "
-            f"{s['no_ans_abstention']:.1f}% | {s['hallucination']:.1f}% | {s['gold_retrieved']:.1f}% | {s['seconds_per_question']:.3f} |"
+            f"{s['has_ans_abstention']:.1f}% | {s['no_ans_abstention']:.1f}% | {s['hallucination']:.1f}% | "
+            f"{s['gold_retrieved']:.1f}% | {s['seconds_per_question']:.3f} |"
             for s in scores.values()]
     return "\n".join([head, *rows])
 

@@ -37,7 +37,8 @@ def rank_sentences(question: str, passages: list[Passage], cache: "VectorCache")
     found: list[ScoredSentence] = []
     for i, p in enumerate(passages):
         for s, e in split_sentences(p.text):
-            found.append(ScoredSentence(i, s, e, p.text[s:e], 0.0))
+            if not _is_heading(p.text[s:e]):
+                found.append(ScoredSentence(i, s, e, p.text[s:e], 0.0))
     if not found:
         return []
     sims = cache.similarities(question, [f.text for f in found])
@@ -45,6 +46,17 @@ def rank_sentences(question: str, passages: list[Passage], cache: "VectorCache")
     for f, sim in zip(found, sims):
         f.score = SEMANTIC_WEIGHT * float(sim) + (1 - SEMANTIC_WEIGHT) * coverage(q, term_set(f.text)) - RANK_PENALTY * f.passage
     return sorted(found, key=lambda f: -f.score)
+
+
+def _is_heading(text: str) -> bool:
+    """Titles match questions well but answer nothing: '# Setup', 'HOW SYNC WORKS', 'Overview'."""
+    t = text.strip()
+    return t.startswith("#") or len(t.split()) < 3 or not re.search(r"[a-z]", t)
+
+
+def quote(text: str) -> str:
+    """A sentence as quoted in an answer: list marker dropped, line breaks and runs of spaces collapsed."""
+    return " ".join(re.sub(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+", "", text).split())
 
 
 def extractive_answer(
@@ -58,7 +70,7 @@ def extractive_answer(
     parts, citations = [], {}
     for r in chosen:
         n = r.passage + 1
-        parts.append(f"“{r.text.strip()}” [{n}]")
+        parts.append(f"“{quote(r.text)}” [{n}]")
         if n not in citations:
             citations[n] = Citation(n, passages[r.passage], supported=True, support=1.0, highlight=(r.start, r.end))
     return " ".join(parts), [citations[n] for n in sorted(citations)]

@@ -60,21 +60,56 @@ def coverage(needles: frozenset[str] | set[str], haystack: frozenset[str] | set[
     return len(needles & haystack) / len(needles)
 
 
+_RULE = re.compile(r"[ \t]*[=\-_*~#]{3,}[ \t]*")  # ===== or ----- under a heading, *** between sections
+_ITEM = re.compile(r"[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]")  # a list item
+_HEADING = re.compile(r"[ \t]*#{1,6}[ \t]")
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Spans that no sentence crosses: paragraphs (blank lines), list items and headings; rule
+    lines are dropped. Wrapped lines of one paragraph stay together."""
+    blocks: list[tuple[int, int]] = []
+    start = None
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        s, e = pos, pos + len(line.rstrip("\r\n"))
+        pos += len(line)
+        body = text[s:e]
+        if not body.strip() or _RULE.fullmatch(body):
+            if start is not None:
+                blocks.append((start, s))
+            start = None
+            continue
+        if start is not None and (_ITEM.match(body) or _HEADING.match(body)):
+            blocks.append((start, s))
+            start = None
+        if start is None:
+            start = s
+        if _HEADING.match(body):
+            blocks.append((start, e))
+            start = None
+    if start is not None:
+        blocks.append((start, len(text)))
+    return blocks
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """Character spans of the sentences of `text`, whitespace-trimmed, in order.
 
     Citation markers written after the full stop ("... in 1066. [2] Later ...") stay with the
-    sentence they follow, because that is the sentence they cite.
+    sentence they follow, because that is the sentence they cite. No sentence crosses a blank
+    line, a list item or a heading.
     """
     spans: list[tuple[int, int]] = []
-    start = 0
-    for m in _END.finditer(text):
-        end = m.start(1)  # the sentence keeps its full stop and closing quote
-        if _ABBREV.search(text[start:end].rstrip("\"'”’)]")):
-            continue
-        spans.append((start, end))
-        start = m.end()
-    spans.append((start, len(text)))
+    for b_start, b_end in _blocks(text):
+        start = b_start
+        for m in _END.finditer(text, b_start, b_end):
+            end = m.start(1)  # the sentence keeps its full stop and closing quote
+            if _ABBREV.search(text[start:end].rstrip("\"'”’)]")):
+                continue
+            spans.append((start, end))
+            start = m.end()
+        spans.append((start, b_end))
     # move leading "[n]" markers of a sentence to the end of the previous one
     fixed: list[tuple[int, int]] = []
     for s, e in spans:

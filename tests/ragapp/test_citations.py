@@ -90,6 +90,8 @@ def test_strip_citations():
         ("It is in France [1]. [2] Then more.", ["It is in France [1]. [2]", "Then more."]),
         ('He said "stop." Then he left!', ['He said "stop."', "Then he left!"]),
         ("U.S. troops landed. They won.", ["U.S. troops landed.", "They won."]),
+        ("TITLE\n=====\n\nFirst line\nwrapped. Next.\n- item one\n- item two\n# Head\nBody",
+         ["TITLE", "First line\nwrapped.", "Next.", "- item one", "- item two", "# Head", "Body"]),
     ],
 )
 def test_sentence_splitting(text, expected):
