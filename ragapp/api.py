@@ -19,12 +19,16 @@ Errors are converted here: a RagError is answered 4xx with {"detail": message} (
 collection, 403 not yours, 409 busy, 413 too large, 401 login needed, 400 anything else).
 With login (--auth), clients send HTTP Basic credentials, or `Authorization: Bearer USER:PASSWORD`
 (what OpenAI client libraries send as their api_key).
+
+`build_app` mounts the Gradio page on the API; `run_server` serves it (ragapp serve);
+`BackgroundServer` serves it from a thread on a free port (tests, benchmarks, notebooks).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -228,7 +232,7 @@ def create_app(service: RagService) -> FastAPI:
         return {"collection": collection, "files": service.files(who, collection)}
 
     @app.post("/v1/documents", tags=["documents"])
-    def upload_documents(request: Request, collection: str = Form(..., description="collection to add to (created if new)"),
+    def upload_documents(collection: str = Form(..., description="collection to add to (created if new)"),
                          files: list[UploadFile] = File(..., description="documents: .pdf .txt .md .html .docx"),
                          wait: bool = Query(True, description="answer when indexed (false: at once, with a job id)"),
                          who: str | None = Depends(user)) -> JSONResponse:
@@ -351,3 +355,62 @@ def build_app(service: RagService) -> FastAPI:
     return gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, head=HEAD, footer_links=["api", "settings"],
                                max_file_size=service.config.limits.max_file_bytes, show_error=True,
                                ssr_mode=False, auth_message="ragapp: log in to chat with your documents")
+
+
+def run_server(service: RagService) -> None:
+    import sys
+
+    import uvicorn
+
+    app = build_app(service)
+    host = service.config.host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ragapp: open http://{shown}:{service.config.port}/  (API: /v1/..., docs: /docs)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=service.config.port, log_level="warning")
+    finally:
+        service.close()
+
+
+class BackgroundServer:
+    """The app served by uvicorn in a thread on a free port (tests, benchmarks, notebooks):
+
+        with BackgroundServer(service) as url:
+            httpx.get(f"{url}/v1/collections")
+    """
+
+    def __init__(self, service: RagService, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 60.0):
+        self.service, self.host, self.port, self.start_timeout = service, host, port, start_timeout
+        self.url = ""
+
+    def __enter__(self) -> str:
+        import uvicorn
+
+        config = uvicorn.Config(build_app(self.service), host=self.host, port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="ragapp-uvicorn", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start within {self.start_timeout:.0f} s")
+            time.sleep(0.05)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{self.host}:{port}"
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        import logging
+
+        # Open event streams (a browser's or gradio_client's) are cancelled after the grace period;
+        # uvicorn logs each as an error with a traceback, which here is just the shutdown.
+        log = logging.getLogger("uvicorn.error")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        finally:
+            log.setLevel(level)
+        self.service.close()

@@ -1,4 +1,5 @@
-"""The state shared by the web page and the HTTP API: collections per user, indexing jobs, chat.
+"""The state shared by the web page and the HTTP API: collections per user, indexing jobs, chat;
+and the `ragapp serve` flags (ragapp.api assembles the app and runs it).
 
 One `RagService` serves every request and thread of `ragapp serve`:
 
@@ -77,6 +78,9 @@ class LockedEmbedder:
 
     Long calls (indexing) are cut into slices of SLICE texts, each taking the lock on its own, so
     that a chat's query waits for one slice (a fraction of a second), not for a whole indexing batch.
+    A slice is smaller than one encode batch, which also keeps indexing in the server off the
+    embedder's data-parallel path: that path sets torch to one thread process-wide while it runs,
+    which would slow down the chat model generating in the same process.
     """
 
     SLICE = 32
@@ -554,68 +558,7 @@ def serve_run(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     for line in service.start():
         print(line, file=sys.stderr)
+    from ragapp.api import run_server
+
     run_server(service)
     return 0
-
-
-def run_server(service: RagService) -> None:
-    import sys
-
-    import uvicorn
-
-    from ragapp.api import build_app
-
-    app = build_app(service)
-    host = service.config.host
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ragapp: open http://{shown}:{service.config.port}/  (API: /v1/..., docs: /docs)", file=sys.stderr)
-    try:
-        uvicorn.run(app, host=host, port=service.config.port, log_level="warning")
-    finally:
-        service.close()
-
-
-class BackgroundServer:
-    """The app served by uvicorn in a thread on a free port (tests, benchmarks, notebooks):
-
-        with BackgroundServer(service) as url:
-            httpx.get(f"{url}/v1/collections")
-    """
-
-    def __init__(self, service: RagService, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 60.0):
-        self.service, self.host, self.port, self.start_timeout = service, host, port, start_timeout
-        self.url = ""
-
-    def __enter__(self) -> str:
-        import uvicorn
-
-        from ragapp.api import build_app
-
-        config = uvicorn.Config(build_app(self.service), host=self.host, port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="ragapp-uvicorn", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start within {self.start_timeout:.0f} s")
-            time.sleep(0.05)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://{self.host}:{port}"
-        return self.url
-
-    def __exit__(self, *exc) -> None:
-        import logging
-
-        # Open event streams (a browser's or gradio_client's) are cancelled after the grace period;
-        # uvicorn logs each as an error with a traceback, which here is just the shutdown.
-        log = logging.getLogger("uvicorn.error")
-        level = log.level
-        log.setLevel(logging.CRITICAL)
-        try:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        finally:
-            log.setLevel(level)
-        self.service.close()

@@ -18,7 +18,8 @@ from conftest import FakeEmbedder
 
 from ragapp.generator import Generator
 from ragapp.prompt import SYSTEM_PROMPT
-from ragapp.server import BackgroundServer, RagService, ServeConfig
+from ragapp.api import BackgroundServer
+from ragapp.server import RagService, ServeConfig
 from ragapp.uploads import UploadLimits
 
 CATS = b"Cats sleep about sixteen hours a day. Kittens sleep even longer than adult cats."

@@ -79,8 +79,9 @@ def test_cli_adds_and_replaces_users(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tokenizer):
+    from ragapp.api import BackgroundServer
     from ragapp.index import Index
-    from ragapp.server import BackgroundServer, RagService, ServeConfig
+    from ragapp.server import RagService, ServeConfig
 
     root = tmp_path_factory.mktemp("auth")
     embedder = FakeEmbedder(tokenizer)

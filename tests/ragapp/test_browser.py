@@ -99,7 +99,7 @@ def open_citation(page, first: bool = False):
 def test_upload_ask_and_open_the_citation(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from ragapp.server import BackgroundServer
+    from ragapp.api import BackgroundServer
 
     doc = tmp_path / "greenhouse.md"
     doc.write_text(DOC)
@@ -137,7 +137,7 @@ def screenshot(out: Path, question: str = "How do I keep an index in step with a
     """The README's picture: the sample corpus, one question, its first citation opened."""
     from playwright.sync_api import sync_playwright
 
-    from ragapp.server import BackgroundServer
+    from ragapp.api import BackgroundServer
 
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as tmp:

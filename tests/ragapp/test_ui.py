@@ -115,7 +115,8 @@ class WordByWord(Generator):
 def page(tmp_path_factory, tokenizer):
     from gradio_client import Client
 
-    from ragapp.server import BackgroundServer, RagService, ServeConfig
+    from ragapp.api import BackgroundServer
+    from ragapp.server import RagService, ServeConfig
 
     root = tmp_path_factory.mktemp("ui")
     (root / "server-docs").mkdir()
