@@ -290,6 +290,7 @@ def test_serve_bad_flags(tmp_path, monkeypatch, capsys, argv, message):
     assert capsys.readouterr().err.startswith(message)
 
 
+@pytest.mark.slow
 def test_serve_command_indexes_a_folder_and_warns_on_open_address(tmp_path):
     """`ragapp serve --folder DIR --index NAME` in its own process: it serves at once, indexes in
     the background, and says loudly that 0.0.0.0 without --auth is open to anyone."""
