@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{n} questions ({selection}); hybrid retrieval k={args.k} with all-MiniLM-L6-v2; {machine()}.",
         "Scoring: the official SQuAD 2.0 normalisation; an abstention is the empty answer. *Hallucination* = answers "
         "to unanswerable questions + answers failing the citation check, over all questions. *Gold passage retrieved*: "
-        "answerable questions whose own paragraph is among the k passages.",
+        "answerable questions whose own paragraph is among the passages used (generator rows: those that fit the model's context).",
         "",
         ev.table(scores),
         "",

@@ -11,13 +11,15 @@ and searched with the real Retriever (hybrid, k=5). Each question is answered by
   extractive-sentence   the best-supported sentence of the top passages (ragapp.extractive), behind the gate
   extractive-span       the likeliest short span of that sentence (answer-type rules), behind the gate
   generator             the chat pipeline without fallback: gate, prompt, generation, citation check
+                        (an answer that normalises to nothing, e.g. "[1].", counts as an abstention)
   generator+fallback    the same; an answer failing the citation check is replaced by quoted sentences
 
 Scoring follows the official SQuAD 2.0 script: answers normalised (lower case, no punctuation or
 articles, single spaces), exact match and token F1 against the best reference; an abstention is
 the empty answer, right exactly when the question is unanswerable. Hallucination rate = (answers
 to unanswerable questions + answers that fail the citation check against the passages they were
-given) / all questions.
+given) / all questions. "Gold passage retrieved" counts answerable questions whose own paragraph is
+among the passages used: the k retrieved, or for generator rows those that fit the model's context.
 
 Resumable: each system's per-question results are appended to <workdir>/results/<system>.jsonl
 and questions already there are skipped when the command runs again.
@@ -202,18 +204,23 @@ class Runner:
         return out
 
     def generated(self, q: Question) -> dict[str, Result]:
-        from ragapp.chat import failed_check
-
         t0 = time.perf_counter()
         ans = self.session.answer(q.question, settings=self.settings)
         t1 = time.perf_counter()
-        retrieved = any(p.source == q.source for p in ans.passages)
-        alone = Result(q.id, "" if ans.abstained else _prediction(ans.text), ans.abstained, not failed_check(ans),
-                       ans.mode, retrieved, t1 - t0, ans.text, ans.reason)
+        retrieved = any(p.source == q.source for p in ans.passages)  # among the passages the model was shown
         fb = self.session.fallback(ans)
-        with_fb = Result(q.id, "" if fb.abstained else _prediction(fb.text), fb.abstained, not failed_check(fb),
-                         fb.mode, retrieved, time.perf_counter() - t0, fb.text, fb.reason)
-        return {"generator": alone, "generator+fallback": with_fb}
+        return {"generator": _result(q, ans, retrieved, t1 - t0),
+                "generator+fallback": _result(q, fb, retrieved, time.perf_counter() - t0)}
+
+
+def _result(q: Question, ans, retrieved: bool, seconds: float) -> Result:
+    """An answer that is empty once normalised ("[1].", "...") is the empty answer: an abstention."""
+    from ragapp.chat import failed_check
+
+    pred = "" if ans.abstained else _prediction(ans.text)
+    empty = not normalize_answer(pred)
+    return Result(q.id, "" if empty else pred, ans.abstained or empty, not failed_check(ans) or empty,
+                  ans.mode, retrieved, seconds, ans.text, ans.reason)
 
 
 # ----------------------------------------------------------------------------- scoring
