@@ -79,6 +79,8 @@ def index_run(args) -> int:
         check_name(name)
     except InvalidInput as err:
         raise InvalidInput(f"{err}; pass --name") if not args.name else err from None
+    if args.max_file_mb <= 0:
+        raise InvalidInput(f"--max-file-mb {args.max_file_mb:g}: must be more than 0")
     max_bytes = int(args.max_file_mb * 1024 * 1024)
     progress = not args.no_progress
     print(f"indexing {folder} into '{name}' ({args.index_dir / name})", file=sys.stderr)
