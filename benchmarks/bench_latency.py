@@ -1,0 +1,364 @@
+"""Query latency of the Retriever at 10k and 100k chunks, and recall@10 of the approximate vector
+stores (HNSW, IVF-PQ) against exact search at 1M vectors, in one run.
+
+Latency goes through the real path: an Index (SQLite store + FAISS file, written with the
+store's own `add_content`/`put_file`, then `save_vectors`) and `Retriever.search`, with synthetic
+chunks: Zipf-distributed pseudo-words for BM25 and 384-d vectors. The query embedding is
+excluded (the benchmark embedder returns precomputed query vectors); everything after it is
+timed: dense search, BM25 scoring, fusion, and reading the k passages from SQLite.
+
+Vectors are drawn from a Gaussian with the mean and covariance of real MiniLM chunk embeddings
+(the SciFact benchmark index, when bench_retrieval.py has built it), then L2-normalized: the
+anisotropy of real embeddings matters to ANN recall, and isotropic noise would understate it.
+Queries are fresh draws from the same distribution (not copies of stored vectors).
+
+    nice -n 10 .venv/bin/python benchmarks/bench_latency.py            # writes its BENCHMARKS.md section
+    nice -n 10 .venv/bin/python benchmarks/bench_latency.py --sizes 10000 --ann-size 100000 --no-write   # quick look
+
+The synthetic indexes are kept under indexes/_bench/ so a rerun skips building them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "indexes" / "_bench"
+DIM = 384
+CHUNKS_PER_FILE = 10
+
+
+# -- synthetic data ----------------------------------------------------------------------------------
+class VectorModel:
+    """Synthetic embeddings shaped like real ones: each draw is a real MiniLM chunk embedding of
+    SciFact (a topic) plus Gaussian noise with the covariance of those embeddings, normalized, so
+    a million draws form ~17k clusters with realistic anisotropy. Without the SciFact index
+    (bench_retrieval.py builds it) the centres and noise are isotropic. Queries are the real
+    SciFact test questions embedded by MiniLM when available."""
+
+    def __init__(self, dim: int = DIM, seed: int = 0, noise: float = 1.0):
+        self.rng = np.random.default_rng(seed)
+        self.noise = noise
+        real = self._real_embeddings()
+        if real is not None and len(real) > 4 * dim:
+            self.centers = real
+            self.mean = real.mean(0)
+            w, v = np.linalg.eigh(np.cov(real - self.mean, rowvar=False))
+            self.root = (v * np.sqrt(np.clip(w, 0, None))).T.astype(np.float32)  # z @ root ~ N(0, cov)
+            self.source = (f"{len(real):,} real MiniLM chunk embeddings of SciFact as cluster centres, plus "
+                           "Gaussian noise with their covariance")
+        else:
+            self.centers = self._normalized(self.rng.standard_normal((20_000, dim), dtype=np.float32))
+            self.root = np.eye(dim, dtype=np.float32) / np.sqrt(dim)
+            self.source = "20,000 random centres plus isotropic noise (no SciFact index found)"
+
+    @staticmethod
+    def _normalized(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    @staticmethod
+    def _real_embeddings():
+        try:
+            from ragapp.index import Index
+
+            index = Index.open("scifact", WORK)
+            parts = [vecs for _, vecs in index.store.embeddings()]
+            index.close()
+            return np.concatenate(parts) if parts else None
+        except Exception:
+            return None
+
+    def draw(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.root.shape[0]), np.float32)
+        for i in range(0, n, 100_000):
+            m = min(100_000, n - i)
+            centre = self.centers[self.rng.integers(0, len(self.centers), m)]
+            z = self.rng.standard_normal((m, self.root.shape[0]), dtype=np.float32) @ self.root
+            out[i : i + m] = self._normalized(centre + self.noise * z)
+        return out
+
+    def queries(self, n: int) -> tuple[np.ndarray, str]:
+        """Real SciFact test questions embedded by MiniLM, or fresh draws."""
+        try:
+            from benchmarks.beir import load_beir
+            from ragapp.embed import load_embedder
+
+            if self.source.startswith("20,000"):
+                raise LookupError
+            texts = list(load_beir(split="test").queries.values())[:n]
+            return load_embedder("all-MiniLM-L6-v2").encode(texts), f"{len(texts)} SciFact test questions (MiniLM)"
+        except Exception:
+            return self.draw(n), f"{n} fresh draws"
+
+
+class Words:
+    """Pseudo-words with Zipf frequencies, so BM25 posting lists have realistic lengths."""
+
+    def __init__(self, vocab: int = 30_000, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        lengths = rng.integers(3, 10, vocab)
+        self.words = ["".join(rng.choice(letters, n)) for n in lengths]
+        p = 1.0 / np.arange(1, vocab + 1) ** 1.07
+        self.p = p / p.sum()
+        self.rng = rng
+
+    def texts(self, n: int, words: tuple[int, int] = (100, 180)) -> list[str]:
+        lens = self.rng.integers(words[0], words[1], n)
+        idx = self.rng.choice(len(self.words), size=int(lens.sum()), p=self.p)
+        out, pos = [], 0
+        for m in lens:
+            out.append(" ".join(self.words[j] for j in idx[pos : pos + m]))
+            pos += m
+        return out
+
+
+class QueryTable:
+    """The benchmark's Embedder: queries come with precomputed vectors, so the query embedding
+    (which a real model would add, ~5-15 ms for MiniLM on this CPU) is left out of the timing."""
+
+    name = "synthetic-384"
+    dim = DIM
+    max_seq_length = 256
+    tokenizer = None
+
+    def __init__(self):
+        self.table: dict[str, np.ndarray] = {}
+
+    def encode(self, texts, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return np.stack([self.table[t] for t in texts])
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.table[text]
+
+
+def build_index(n: int, model: VectorModel, words: Words, embedder: QueryTable, kind: str = "flat"):
+    """indexes/_bench/latency-<kind>-<n>: n synthetic chunks, 10 a file. Reused when complete."""
+    from tqdm import tqdm
+
+    from ragapp.index import Index
+    from ragapp.store import FileRow, NewChunk
+
+    name = f"latency-{kind}-{n}"
+    try:
+        index = Index.open(name, WORK)
+        if index.store.count("chunks") == n:
+            return index
+        index.close()
+        from ragapp.index import remove_index
+
+        remove_index(name, WORK)  # an interrupted build: start over (it takes seconds)
+    except Exception:
+        pass
+    index = Index.create(name, WORK, embedder=embedder, vector_kind=kind)
+    with index.writing():
+        for start in tqdm(range(0, n, 10_000), desc=f"building {name}", unit="10k chunks"):
+            m = min(10_000, n - start)
+            vecs = model.draw(m)
+            texts = words.texts(m)
+            with index.store.transaction():
+                for f in range(0, m, CHUNKS_PER_FILE):
+                    key = f"synthetic-{start + f}"
+                    chunks = [NewChunk(t, None, 0, len(t), len(t.split())) for t in texts[f : f + CHUNKS_PER_FILE]]
+                    index.store.add_content(key, chunks, vecs[f : f + CHUNKS_PER_FILE], pages=1)
+                    index.store.put_file(FileRow(f"docs/{(start + f) // 1000:04d}/file{start + f}.txt", key,
+                                                 1000, 0, "synthetic"))
+        index.save_vectors()
+    return index
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.array(xs) * 1000, q))
+
+
+# -- latency ---------------------------------------------------------------------------------------
+def latency(sizes: list[int], n_queries: int, model: VectorModel, kinds: list[str]) -> list[dict]:
+    from ragapp.retriever import Retriever
+
+    rows = []
+    words = Words()
+    for kind in kinds:
+        for n in sizes:
+            embedder = QueryTable()
+            index = build_index(n, model, words, embedder, kind)
+            name = index.name
+            index.close()
+            # Queries: 3-6 words of a random stored chunk (so BM25 has matches) with a vector near it.
+            qrng = np.random.default_rng(1)
+            probe = chunks_at(name, qrng.integers(0, n, n_queries))
+            queries = []
+            for text, vec in probe:
+                toks = text.split()
+                start = int(qrng.integers(0, max(1, len(toks) - 6)))
+                q = " ".join(toks[start : start + int(qrng.integers(3, 7))])
+                noisy = vec + 0.9 * model.draw(1)[0]
+                embedder.table[q] = (noisy / np.linalg.norm(noisy)).astype(np.float32)
+                queries.append(q)
+            r = Retriever(name, index_dir=WORK, embedder=embedder)
+            t = time.perf_counter()
+            r.prepare()
+            first_bm25 = time.perf_counter() - t
+            for q in queries[:10]:  # warm-up: vector file, caches
+                r.search(q, k=5)
+            for mode in ("hybrid", "dense", "bm25"):
+                times = []
+                for q in queries:
+                    t = time.perf_counter()
+                    r.search(q, k=5, mode=mode)
+                    times.append(time.perf_counter() - t)
+                rows.append({"kind": kind, "n": n, "mode": mode, "p50": percentile(times, 50),
+                             "p99": percentile(times, 99), "bm25_ready_s": first_bm25})
+                print(rows[-1], flush=True)
+            r.close()
+            gc.collect()
+    return rows
+
+
+def chunks_at(name: str, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(text, vector) of chunks at these positions (by id order)."""
+    from ragapp.index import Index
+
+    index = Index.open(name, WORK)
+    ids = np.sort(index.store.chunk_ids())[rows]
+    texts = {c["id"]: c["text"] for c in index.get_chunks(ids.tolist())}
+    vecs = {int(i): v for part_ids, part in index.store.embeddings(ids.tolist()) for i, v in zip(part_ids, part)}
+    index.close()
+    return [(texts[int(i)], vecs[int(i)]) for i in ids]
+
+
+# -- ANN recall ------------------------------------------------------------------------------------
+def ann_recall(n: int, n_queries: int, model: VectorModel) -> list[dict]:
+    """Recall@10 of HNSW and IVF-PQ stores against the flat store on the same n vectors."""
+    from ragapp.vectors import make_vector_store
+
+    print(f"drawing {n:,} vectors ...", flush=True)
+    vecs = model.draw(n)
+    ids = np.arange(n, dtype=np.int64)
+    queries, query_source = model.queries(n_queries)
+    print("queries:", query_source, flush=True)
+    rows = []
+
+    def add_all(store):
+        # Batches of 50k, as Index._reconcile feeds a store from SQLite: IVF-PQ trains on the
+        # first batch (50k vectors), exactly as it would when a large collection is indexed.
+        from tqdm import tqdm
+
+        for i in tqdm(range(0, n, 50_000), desc=f"adding to {store.kind}", unit="50k"):
+            store.add(ids[i : i + 50_000], vecs[i : i + 50_000])
+
+    def timed_search(store, k=10):
+        lat = []
+        found = []
+        for q in queries:
+            t = time.perf_counter()
+            _, got = store.search(q[None], k)
+            lat.append(time.perf_counter() - t)
+            found.append(got[0])
+        return np.array(found), lat
+
+    flat = make_vector_store("flat", DIM)
+    t = time.perf_counter()
+    add_all(flat)
+    build = time.perf_counter() - t
+    truth, lat = timed_search(flat)
+    rows.append({"store": "flat (exact)", "setting": "", "recall": 1.0, "p50": percentile(lat, 50),
+                 "build_s": build, "bytes": n * DIM * 4, "describe": flat.describe()})
+    print(rows[-1], flush=True)
+    del flat
+    gc.collect()
+
+    def recall(found):
+        return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
+
+    import faiss
+
+    hnsw = make_vector_store("hnsw", DIM)
+    t = time.perf_counter()
+    add_all(hnsw)
+    build = time.perf_counter() - t
+    graph = faiss.downcast_index(hnsw.index.index)
+    for ef in (32, 64, 128, 256):
+        graph.hnsw.efSearch = ef
+        found, lat = timed_search(hnsw)
+        rows.append({"store": "hnsw", "setting": f"M=32, efSearch={ef}" + (" (default)" if ef == 64 else ""),
+                     "recall": recall(found), "p50": percentile(lat, 50), "build_s": build,
+                     "bytes": n * DIM * 4 + n * 32 * 2 * 4, "describe": hnsw.describe()})
+        print(rows[-1], flush=True)
+    del hnsw, graph
+    gc.collect()
+
+    ivf = make_vector_store("ivfpq", DIM)
+    t = time.perf_counter()
+    add_all(ivf)
+    build = time.perf_counter() - t
+    inner = faiss.extract_index_ivf(ivf.index)
+    for nprobe in (8, 32, 128):
+        inner.nprobe = nprobe
+        found, lat = timed_search(ivf)
+        rows.append({"store": "ivfpq", "setting": f"nprobe={nprobe}" + (" (default)" if nprobe == 32 else ""),
+                     "recall": recall(found), "p50": percentile(lat, 50), "build_s": build,
+                     "bytes": n * (ivf.m * ivf.nbits // 8 + 8), "describe": ivf.describe()})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def report(lat_rows: list[dict], ann_rows: list[dict], ann_n: int, n_queries: int, model: VectorModel) -> str:
+    from benchmarks._report import machine
+
+    out = ["## Retrieval latency and ANN recall (`benchmarks/bench_latency.py`)\n",
+           f"Machine: {machine()}. Vectors: {model.source}, L2-normalized, 384-d. Query embedding excluded.\n"]
+    if lat_rows:
+        out += [f"Query latency of `Retriever.search(k=5)`, {n_queries} queries after 10 warm-up ones "
+                "(hybrid = dense top-1000 + BM25 top-1000, convex fusion, then 5 passages read from SQLite). "
+                "Target: hybrid p50 < 10 ms.\n",
+                "| vector store | chunks | mode | p50 ms | p99 ms | BM25 ready (s, first open) |",
+                "|---|---:|---|---:|---:|---:|"]
+        for r in lat_rows:
+            out.append(f"| {r['kind']} | {r['n']:,} | {r['mode']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['bm25_ready_s']:.1f} |")
+        out.append("")
+    if ann_rows:
+        out += [f"Recall@10 against exact search, {ann_n:,} vectors, queries: {ann_rows[0]['queries']}, one at a time; "
+                "stores from `ragapp.vectors.make_vector_store`, filled in batches of 50k as an index does.\n",
+                "| store | setting | recall@10 | p50 ms/query | build s | memory (approx.) |",
+                "|---|---|---:|---:|---:|---:|"]
+        for r in ann_rows:
+            out.append(f"| {r['store']} | {r['setting']} | {r['recall']:.3f} | {r['p50']:.2f} | {r['build_s']:.0f} "
+                       f"| {r['bytes'] / 2**20:,.0f} MiB |")
+        out.append("")
+        out.append("IVF-PQ: " + next(r["describe"] for r in ann_rows if r["store"] == "ivfpq") + ".")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--kinds", nargs="*", default=["flat"], help="vector stores for the latency table")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ann-size", type=int, default=1_000_000, help="0 skips the ANN recall table")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    WORK.mkdir(parents=True, exist_ok=True)
+    model = VectorModel()
+    print(model.source, flush=True)
+    lat_rows = latency(args.sizes, args.queries, model, args.kinds) if args.sizes else []
+    ann_rows = ann_recall(args.ann_size, args.queries, model) if args.ann_size else []
+    text = report(lat_rows, ann_rows, args.ann_size, args.queries, model)
+    if args.no_write:
+        print(text)
+    else:
+        from benchmarks._report import write_section
+
+        write_section("latency", text)
+
+
+if __name__ == "__main__":
+    main()
