@@ -90,7 +90,7 @@ def prepare_shards(files, tokenizer, out_dir, field: str = "text", shard_tokens:
                 continue
             n = sum(len(a) for a in buffers[split])
             name = f"{split}-{sum(s['split'] == split for s in manifest['shards']):05d}.bin"
-            _atomic_write_bytes(out_dir / name, np.concatenate(buffers[split]).astype(dtype).tobytes())
+            _atomic_write_bytes(out_dir / name, np.concatenate(buffers[split]).tobytes())
             manifest["shards"].append({"file": name, "split": split, "tokens": int(n), "docs": counts[split]})
             manifest["tokens"][split] += int(n)
             manifest["docs"][split] += counts[split]
@@ -120,7 +120,7 @@ def prepare_shards(files, tokenizer, out_dir, field: str = "text", shard_tokens:
             break
         for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
             split = "val" if val_every and doc_index % val_every == val_every - 1 else "train"
-            buffers[split].append(np.asarray(ids + [eos], dtype=np.int64))
+            buffers[split].append(np.asarray(ids + [eos], dtype=dtype))
             counts[split] += 1
             pending_tokens += len(ids) + 1
             doc_index += 1
