@@ -109,21 +109,24 @@ class SentenceTransformerEmbedder:
                 emb = self.model(features)["sentence_embedding"]
                 out[idx] = torch.nn.functional.normalize(emb.float(), dim=-1).numpy()
 
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="ragapp-embed") as pool:
-                running: deque = deque()
-                for start in range(0, len(texts), batch_size):
-                    idx = order[start : start + batch_size]
-                    features = self.model.preprocess([texts[i] for i in idx])
-                    running.append(pool.submit(run, idx, features))
-                    while len(running) > 2 * self.workers:  # bound the tokenized batches in memory
-                        running.popleft().result()
-                for future in running:
-                    future.result()
-        finally:
-            torch.set_num_threads(previous)
+        # One parallel encode at a time: torch's thread count is process-wide, and two callers
+        # saving and restoring it in turn could leave it at 1.
+        with _parallel_lock:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="ragapp-embed") as pool:
+                    running: deque = deque()
+                    for start in range(0, len(texts), batch_size):
+                        idx = order[start : start + batch_size]
+                        features = self.model.preprocess([texts[i] for i in idx])
+                        running.append(pool.submit(run, idx, features))
+                        while len(running) > 2 * self.workers:  # bound the tokenized batches in memory
+                            running.popleft().result()
+                    for future in running:
+                        future.result()
+            finally:
+                torch.set_num_threads(previous)
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -133,6 +136,7 @@ class SentenceTransformerEmbedder:
         return f"SentenceTransformerEmbedder({self.name!r}, dim={self.dim}, device={self.device!r})"
 
 
+_parallel_lock = threading.Lock()
 _cache: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
 _cache_lock = threading.Lock()
 
