@@ -4,6 +4,7 @@ Both train the same model (preset, seq_len, batch, threads) on the same token wi
 (the shared Wikipedia corpus, tokenized with a BPE tokenizer trained here); the reference loop is the
 textbook one: forward, backward, AdamW step, nothing else. Our loop adds what a real run needs
 (token-exact loss normalisation, clipping, the LR schedule, metrics, no-decay groups).
+Steps of the two are interleaved, so load changes on this shared machine hit both alike.
 Reported: tokens/s of both (median over timed steps after warm-up), their ratio, and MFU = tokens/s x
 training FLOPs per token (GPT.flops_per_token: 6N + attention) / peak FLOP/s, where the peak is
 measured here as the best rate of a large fp32 matmul with the same thread count.
@@ -65,11 +66,8 @@ def prepare(work: Path, docs: int):
     return tok
 
 
-def reference_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int, warmup: int, threads: int,
-                   data_dir: Path, device: str = "cpu") -> float:
-    """The minimal loop: tokens/s (median over timed steps). CUDA: bf16 autocast, fused AdamW, compiled."""
-    import contextlib
-
+def _reference_setup(preset: str, vocab: int, seq_len: int, threads: int, data_dir: Path, device: str):
+    """The minimal loop's state: a plain model and AdamW over all its parameters (CUDA: compiled, fused)."""
     import torch
 
     from llm.config import get_preset
@@ -79,56 +77,84 @@ def reference_loop(preset: str, vocab: int, seq_len: int, batch: int, steps: int
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = GPT(get_preset(preset, vocab_size=vocab, max_seq_len=max(seq_len, 256))).to(device).train()
-    cuda = device == "cuda"
-    if cuda:
+    if device == "cuda":
         model.compile()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1,
-                            **({"fused": True} if cuda else {}))
+                            **({"fused": True} if device == "cuda" else {}))
     windows = PackedWindows(data_dir, "train", seq_len)
-    sampler = EpochSampler(len(windows), seed=0)
-    rates = []
-    for step in range(warmup + steps):
-        _sync(device)
-        t = time.perf_counter()
-        b = windows.batch(sampler(step * batch, batch))
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
-            _, loss = model(b["idx"].to(device), b["targets"].to(device))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        if step >= warmup:
-            rates.append(batch * seq_len / (time.perf_counter() - t))
-    return statistics.median(rates)
+    return model, opt, windows, EpochSampler(len(windows), seed=0)
 
 
-def our_loop(preset: str, seq_len: int, batch: int, steps: int, warmup: int, threads: int, work: Path,
-             device: str = "cpu") -> float:
-    from llm.recipe import build_config
-    from llm.train import train
+def _reference_step(state, step: int, batch: int, device: str) -> None:
+    """The textbook step: batch, forward, backward, AdamW, nothing else."""
+    import contextlib
 
-    out = Path(tempfile.mkdtemp(dir=work))
-    cfg = build_config("pretrain", flags=dict(
-        data=str(work / "tokens"), tokenizer=str(work / "tok"), out_dir=str(out), model=preset, seq_len=seq_len,
-        batch_size=batch, max_steps=warmup + steps, warmup_steps=2, lr=1e-3, eval_every=0, eval_batches=1,
-        save_every=0, log_every=1, progress=False, plot=False, threads=threads, device=device,
-        compile=device == "cuda")).validate()
+    import torch
+
+    model, opt, windows, sampler = state
+    b = windows.batch(sampler(step * batch, batch))
+    with torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext():
+        _, loss = model(b["idx"].to(device), b["targets"].to(device))
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _our_setup(preset: str, seq_len: int, batch: int, steps: int, threads: int, work: Path, device: str):
+    """Our loop's Trainer, built as `llm pretrain` builds it (objective, no-decay groups, schedule, clipping)."""
     import contextlib
     import io
 
+    from llm.recipe import build_config
+    from llm.train import Trainer
+
+    cfg = build_config("pretrain", flags=dict(
+        data=str(work / "tokens"), tokenizer=str(work / "tok"), out_dir=str(Path(tempfile.mkdtemp(dir=work))),
+        model=preset, seq_len=seq_len, batch_size=batch, max_steps=steps, warmup_steps=2, lr=1e-3, eval_every=0,
+        save_every=0, log_every=1, progress=False, plot=False, threads=threads, device=device,
+        compile=device == "cuda")).validate()
+    trainer = Trainer(cfg)
     with contextlib.redirect_stdout(io.StringIO()):
-        train(cfg)
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["tokens_per_s"] for r in rows if r.get("split") == "train" and r["step"] > warmup)
+        trainer.prepare()
+    return trainer
+
+
+def paired(preset: str, vocab: int, seq_len: int, batch: int, steps: int, warmup: int, threads: int, work: Path,
+           device: str = "cpu") -> tuple[float, float, float]:
+    """Steps of the two loops interleaved (which goes first alternates), so a change in machine load hits
+    both alike. Returns median tokens/s of ours, of the reference, and the median per-step ratio."""
+    ref = _reference_setup(preset, vocab, seq_len, threads, work / "tokens", device)
+    ours = _our_setup(preset, seq_len, batch, warmup + steps, threads, work, device)
+    ours_rates, ref_rates, ratios = [], [], []
+    tokens = batch * seq_len
+    for step in range(warmup + steps):
+        times = {}
+        for who in (("ours", "ref") if step % 2 else ("ref", "ours")):
+            _sync(device)
+            t = time.perf_counter()
+            if who == "ref":
+                _reference_step(ref, step, batch, device)
+            else:
+                ours._step(step, ours.wrapped, ours.groups, {})  # the whole step of llm.train's loop
+            _sync(device)
+            times[who] = time.perf_counter() - t
+        if step >= warmup:
+            ours_rates.append(tokens / times["ours"])
+            ref_rates.append(tokens / times["ref"])
+            ratios.append(times["ref"] / times["ours"])
+    return statistics.median(ours_rates), statistics.median(ref_rates), statistics.median(ratios)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few steps, one configuration, no BENCHMARKS.md write")
-    ap.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating ours/reference measurements; best kept")
+    ap.add_argument("--presets", default="5m,14m", help="model presets to measure (CPU)")
+    ap.add_argument("--batches", default="4,8,16", help="micro-batch sizes to try for 5m (CPU)")
+    ap.add_argument("--threads", default="1,2", help="torch thread counts to try (CPU)")
+    ap.add_argument("--big-batches", default="8", help="micro-batch sizes for the larger presets (CPU)")
     ap.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16 autocast + torch.compile, 60m "
                                                     "model; MFU against the measured bf16 matmul peak)")
     a = ap.parse_args()
@@ -145,26 +171,31 @@ def main() -> None:
         a.seq_len = 1024
         grid = [("60m", b, 1) for b in (16, 32, 64)]
     else:
-        grid = [("5m", 8, 2)] if a.quick else [("5m", b, t) for t in (1, 2) for b in (4, 8, 16)] + \
-            [("14m", b, 2) for b in (4, 8, 16)]
+        ints = lambda text: [int(x) for x in text.split(",") if x.strip()]  # noqa: E731
+        grid = [(p, b, t) for p in a.presets.split(",") for t in ints(a.threads)
+                for b in (ints(a.batches) if p == "5m" else ints(a.big_batches))]
     if a.quick:
-        grid, a.steps, a.repeats = grid[:1], 3, 1
-    peaks = {t: peak_flops(t, n=8192 if dev == "cuda" else 2048, device=dev) for t in sorted({t for _, _, t in grid})}
+        grid, a.steps = [("5m", 8, 2)] if dev == "cpu" else grid[:1], 3
+    n_peak = 8192 if dev == "cuda" else 2048
+    # the peak is re-measured after every configuration and the best kept: on a shared machine a single
+    # measurement can catch a busy moment and make every MFU look too good
+    peaks = {t: peak_flops(t, n=n_peak, device=dev) for t in sorted({t for _, _, t in grid})}
     rows = []
+    load0 = os.getloadavg()[0]
     for preset, batch, threads in grid:
         model = GPT(get_preset(preset, vocab_size=vocab))
         fpt = model.flops_per_token(a.seq_len)
         params = model.num_params(non_embedding=False)
         del model
-        ours, ref = [], []
-        for _ in range(a.repeats):  # alternate, so slow drift in machine load hits both alike
-            ref.append(reference_loop(preset, vocab, a.seq_len, batch, a.steps, a.warmup, threads, work / "tokens", dev))
-            ours.append(our_loop(preset, a.seq_len, batch, a.steps, a.warmup, threads, work, dev))
-        o, r = max(ours), max(ref)
-        row = dict(preset=preset, params=params, batch=batch, threads=threads, ours=o, ref=r, ratio=o / r,
-                   mfu=o * fpt / peaks[threads], ref_mfu=r * fpt / peaks[threads], flops_per_token=fpt)
+        o, r, ratio = paired(preset, vocab, a.seq_len, batch, a.steps, a.warmup, threads, work, dev)
+        peaks[threads] = max(peaks[threads], peak_flops(threads, n=n_peak, device=dev))
+        row = dict(preset=preset, params=params, batch=batch, threads=threads, ours=o, ref=r, ratio=ratio,
+                   flops_per_token=fpt)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    for row in rows:
+        row["mfu"] = row["ours"] * row["flops_per_token"] / peaks[row["threads"]]
+        row["ref_mfu"] = row["ref"] * row["flops_per_token"] / peaks[row["threads"]]
     torch.set_num_threads(max(peaks))
     load = os.getloadavg()
     kind = "CUDA bf16" if dev == "cuda" else "CPU fp32"
@@ -172,11 +203,16 @@ def main() -> None:
         f"## Training throughput (llm.train vs a minimal loop, {kind})",
         "",
         f"`benchmarks/bench_training.py` on {_machine()}; seq_len {a.seq_len}, vocab {vocab:,} (BPE trained on the "
-        f"shared Wikipedia text), median tokens/s over {a.steps} timed steps after {a.warmup} warm-up, best of "
-        f"{a.repeats} alternating runs. Peak FLOP/s measured as the best rate of a large "
-        f"{'bf16 8192' if dev == 'cuda' else 'fp32 2048'}-cube matmul: "
+        f"shared Wikipedia text). The two loops' steps are interleaved (which goes first alternates) so changes "
+        f"in machine load hit both alike; median over {a.steps} timed steps after {a.warmup} warm-up; the ratio is "
+        f"the median of the per-step ratios. Our step is `Trainer._step` of `llm.train`, exactly what `llm "
+        f"pretrain` runs per step (token-exact loss scaling, clipping, LR schedule, no-decay groups). "
+        f"Peak FLOP/s: the best rate of a large "
+        f"{'bf16 8192' if dev == 'cuda' else 'fp32 2048'}-cube matmul, measured before the first and after every "
+        f"configuration: "
         + ", ".join(f"{p / 1e9:.0f} GFLOP/s with {t} thread{'s' if t > 1 else ''}" for t, p in peaks.items())
-        + f". Load average during the run: {load[0]:.1f} (the 2 cores are shared).",
+        + f". Load average (1 min) at the start {load0:.1f}, at the end {load[0]:.1f}: the cores are shared with "
+        f"other work, which hurts 2-thread runs most (their threads wait for each other).",
         "",
         "| model | params | batch x seq | threads | ours tok/s | reference tok/s | ours / reference | MFU ours | MFU reference |",
         "|---|---|---|---|---|---|---|---|---|",

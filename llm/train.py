@@ -153,9 +153,9 @@ class Trainer:
             atomic_text(self.metrics_path, "".join(ln + "\n" for ln in keep))
 
     # ---- the loop
-    def run(self) -> dict:
-        from tqdm.auto import tqdm
-
+    def prepare(self) -> int | None:
+        """Build everything (model, objective, optimizer, scheduler; resume state). Returns the step to start
+        from, or None when OUT_DIR already holds a finished run."""
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -168,16 +168,13 @@ class Trainer:
             if state["step"] >= cfg.max_steps:
                 self.log(f"{self.out_dir} is already trained to step {state['step']} (final/); raise --max-steps "
                          "to train further")
-                return json.loads((self.out_dir / "summary.json").read_text())
+                return None
         build(self, resume)
-        obj = self.objective
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.world
-        groups = param_groups(self.module, cfg.weight_decay)
-        wrapped = wrap(self)
-        if cfg.fsdp and self.distributed:
-            groups = param_groups(self.module, cfg.weight_decay)  # DTensor parameters after sharding
+        self.wrapped = wrap(self)
+        self.groups = param_groups(self.module, cfg.weight_decay)  # after wrapping: FSDP swaps in DTensors
         fused = {"fused": True} if self.device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, **fused)
+        self.optimizer = torch.optim.AdamW(self.groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, **fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.tokens_seen, self.train_seconds = 0, 0.0
         start = 0
@@ -188,14 +185,24 @@ class Trainer:
         elif self.is_main and self.metrics_path.exists():
             self.metrics_path.unlink()  # a fresh run (no checkpoint to continue): old lines are stale
         params = self.model.num_params(non_embedding=False)
-        trainable = sum(p.numel() for g in groups for p in g["params"])
+        trainable = sum(p.numel() for g in self.groups for p in g["params"])
         self.log(f"{cfg.objective}: model {params / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained), "
                  f"{self.model.flops_per_token(cfg.seq_len) / 1e6:.1f} MFLOPs/token; device {self.device}"
                  f"{' bf16 autocast' if self.amp else ' fp32'}; {self.world} process(es), global batch "
                  f"{self.global_batch}")
-        desc = obj.describe()
+        desc = self.objective.describe()
         if desc:
             self.log(desc)
+        return start
+
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        start = self.prepare()
+        if start is None:
+            return json.loads((self.out_dir / "summary.json").read_text())
+        wrapped, groups = self.wrapped, self.groups
 
         stop = {"flag": False}
         old_handlers = {}
