@@ -230,8 +230,18 @@ def table(sp: dict, sf: dict | None) -> str:
             f"| plain | {sf['plain_chunks']} | {sf['plain_seconds']:.0f} | {sf['plain_chunks'] / sf['plain_seconds']:.1f} | {sf['plain']['ndcg@10']:.4f} | {sf['plain']['recall@100']:.4f} |",
             f"| ours | {sf['ours_chunks']} | {sf['ours_seconds']:.0f} | {sf['ours_chunks'] / sf['ours_seconds']:.1f} | {sf['ours']['ndcg@10']:.4f} | {sf['ours']['recall@100']:.4f} |",
             "",
-            f"nDCG@10 difference ours - plain: {diff:+.4f} (target: no worse than -0.005).",
+            f"nDCG@10 difference ours - plain: {diff:+.4f} (target: no worse than -0.005). The SciFact index "
+            "times were taken one pipeline after the other, not alternating, under different outside load: "
+            "they are not a speed comparison; the PDF rounds above are.",
         ]
+    target = "met" if ratio >= 3 else "NOT met"
+    lines += [
+        "",
+        f"Target >= 3x pages/s: {target} ({ratio:.2f}x). Embedding is ~96% of our CPU time, so the gain comes "
+        "from running whole batches in parallel threads with one torch thread each (same vectors) instead of "
+        "splitting each matmul over both cores; speed-ups that change the arithmetic (int8, ONNX Runtime) "
+        "were measured and not kept (see the README).",
+    ]
     return "\n".join(lines)
 
 
