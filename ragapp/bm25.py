@@ -226,7 +226,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _clean(cache_dir: Path, keep: str) -> None:
-    """Drop caches of older versions and temporary folders of builds that died."""
+    """Drop caches of other index versions or settings, and temporary folders of dead builds."""
     for entry in cache_dir.iterdir():
         if entry.name == keep:
             continue

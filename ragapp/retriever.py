@@ -214,22 +214,24 @@ def _files_stamp(index: Index) -> tuple:
 
 
 class _Collection:
-    def __init__(self, index: Index, params: BM25Params):
+    def __init__(self, index: Index, params: BM25Params, progress: bool = False):
         self.index = index
         self.name = index.name
         self.params = params
+        self.progress = progress
         self.lock = threading.RLock()
         self.bm25: BM25Index | None = None
         self.version: str | None = None
         self.meta: _ChunkMeta | None = None
         self.meta_stamp: tuple | None = None
 
-    def lexical(self, progress: bool = False) -> BM25Index:
+    def lexical(self, progress: bool | None = None) -> BM25Index:
         """The BM25 index at the collection's current version (reloaded when it changed)."""
         with self.lock:
             version = self.index.version()
             if self.bm25 is None or version != self.version:
-                self.bm25, self.version = load_or_build(self.index, self.params, progress=progress)
+                show = self.progress if progress is None else progress
+                self.bm25, self.version = load_or_build(self.index, self.params, progress=show)
                 self.meta = None
             return self.bm25
 
@@ -311,15 +313,23 @@ def _top(keys: list[np.ndarray], scores: list[np.ndarray], n: int) -> tuple[np.n
 
 
 class Retriever:
-    """Hybrid search over one or more indexes. See the module docstring."""
+    """Hybrid search over one or more indexes. See the module docstring.
+
+    collections: index names under `index_dir` (IndexNotFound lists the existing ones).
+    embedder: an Embedder, or a list of them; each collection uses the one with the name its
+        index was built with, and loads that model itself when none is given.
+    config: fusion and BM25 settings (RetrieverConfig); the defaults are the measured best.
+    progress: show a progress bar when a collection's BM25 index has to be built."""
 
     def __init__(self, collections: list[str] | str, index_dir: Path = DEFAULT_INDEX_DIR,
-                 embedder: Embedder | list[Embedder] | None = None, config: RetrieverConfig | None = None):
+                 embedder: Embedder | list[Embedder] | None = None, config: RetrieverConfig | None = None,
+                 progress: bool = False):
         names = [collections] if isinstance(collections, str) else list(collections or [])
         if not names:
             raise InvalidInput("no collection given; pass the name of an index (ragapp info lists them)")
         self.index_dir = Path(index_dir)
         self.config = config or RetrieverConfig()
+        self.progress = progress  # show a progress bar while a collection's BM25 index is built
         self._embedders: list[Embedder] = [] if embedder is None else (
             list(embedder) if isinstance(embedder, (list, tuple)) else [embedder])
         self._lock = threading.Lock()
@@ -339,7 +349,7 @@ class Retriever:
                 if not isinstance(name, str):
                     raise InvalidInput(f"collection names are strings, got {name!r}")
                 index = Index.open(name, self.index_dir)  # IndexNotFound names it and lists the others
-                col = self._collections[name] = _Collection(index, self.config.bm25)
+                col = self._collections[name] = _Collection(index, self.config.bm25, self.progress)
             return col
 
     def embedder_for(self, col: _Collection) -> Embedder:
@@ -360,7 +370,7 @@ class Retriever:
         with lock:
             return np.asarray(embedder.encode_query(query), dtype=np.float32)
 
-    def prepare(self, progress: bool = False) -> None:
+    def prepare(self, progress: bool | None = None) -> None:
         """Load or build every collection's BM25 index now (a server calls this at start-up)."""
         for name in self.names:
             self._collection(name).lexical(progress=progress)
