@@ -71,6 +71,8 @@ def plot_curve(metrics: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not metrics.exists():  # a checkpoint before the first metrics line (save_every < log_every)
+        return
     train, val = [], []
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
