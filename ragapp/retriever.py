@@ -160,19 +160,22 @@ class _ChunkMeta:
             self.path_ids.append([seen.setdefault(p, len(seen)) for p in (r["sources"] or [r["source"]])])
         self.paths = list(seen)
         self._masks: dict[Filter, np.ndarray] = {}
+        self._lock = threading.Lock()  # searches in several threads share the mask cache
 
     def mask(self, flt: Filter) -> np.ndarray:
-        """(n_chunks,) bool: which rows pass the filter. The last few are kept."""
-        found = self._masks.get(flt)
+        """(n_chunks,) bool: which rows pass the filter. The last 16 are kept."""
+        with self._lock:
+            found = self._masks.get(flt)
         if found is None:
             ok_path = np.array([flt.match_source(p) for p in self.paths], dtype=bool)
             found = np.array(
                 [flt.match_page(page) and bool(ok_path[pids].any()) for page, pids in zip(self.pages, self.path_ids)],
                 dtype=bool,
             )
-            if len(self._masks) >= 16:
-                self._masks.pop(next(iter(self._masks)))
-            self._masks[flt] = found
+            with self._lock:
+                if len(self._masks) >= 16:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[flt] = found
         return found
 
     def allowed(self, chunk_ids: np.ndarray, flt: Filter) -> np.ndarray:
