@@ -221,6 +221,10 @@ def main() -> None:
         lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['batch']} x {a.seq_len} | {r['threads']} | "
                      f"{r['ours']:,.0f} | {r['ref']:,.0f} | {r['ratio']:.2f} | {r['mfu']:.1%} | {r['ref_mfu']:.1%} |")
     best = {p: max((r for r in rows if r["preset"] == p), key=lambda r: r["ours"]) for p in {r["preset"] for r in rows}}
+    if min(load0, load[0]) > 1.0 and len(peaks) > 1:
+        lines += ["", "The load average stayed above 1 on 2 cores: other processes held a core, so multi-thread "
+                  "rows measure the contention more than the loop (their threads wait for each other); the 1-thread "
+                  "rows show the loop's own overhead."]
     lines += ["", "Best configuration per model: " + "; ".join(
         f"{p}: batch {r['batch']}, {r['threads']} thread(s), {r['ours']:,.0f} tokens/s" for p, r in sorted(best.items()))
         + ".", "",
