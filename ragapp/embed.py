@@ -165,7 +165,9 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = Non
         if key in _cache:
             return _cache[key]
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load would clutter CLI and server output
         try:
             model = SentenceTransformer(_resolve(name), device=device)
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this"
