@@ -107,6 +107,8 @@ class ChatCompletionRequest(BaseModel):
     collections: list[str] | None = Field(None, description="ragapp extension: collections to answer from (overrides model)")
     k: int | None = Field(None, ge=1, le=50, description="ragapp extension: passages retrieved")
     gate: bool = Field(True, description="ragapp extension: abstain without generating when the evidence is weak")
+    gate_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                         description="ragapp extension: the gate's evidence threshold (default: calibrated)")
     extractive: bool = Field(False, description="ragapp extension: quote the best passage sentences, no generator")
 
 
@@ -270,7 +272,7 @@ def create_app(service: RagService) -> FastAPI:
             names = [n.strip() for n in body.model.split(",") if n.strip()]
         stream = service.chat_stream(
             who, question, history, names, k=body.k, backend="extractive" if body.extractive else None,
-            temperature=body.temperature or 0.0, gate=body.gate,
+            temperature=body.temperature or 0.0, gate=body.gate, gate_threshold=body.gate_threshold,
             max_new_tokens=body.max_completion_tokens or body.max_tokens or 256)
         first = next(stream)  # retrieval and the gate run here, so their errors are a proper 4xx
         rename = lambda n: service.display_name(who, n)  # noqa: E731

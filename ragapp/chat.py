@@ -29,6 +29,7 @@ class ChatSettings:
     temperature: float = 0.0
     max_new_tokens: int = 256
     gate: bool = True  # abstain without generating when the evidence is weak
+    gate_threshold: float | None = None  # None: the calibrated threshold (ragapp/calibration.json)
     fallback: bool = True  # replace an answer that fails the citation check by quoted sentences
     condense: bool = True  # make follow-up questions standalone before retrieval
     extractive_only: bool = False  # skip the generator: answer with the best passage sentences
@@ -42,6 +43,8 @@ class ChatSettings:
             raise InvalidInput(f"--temperature must be between 0 and 2, got {self.temperature}")
         if self.max_new_tokens < 1:
             raise InvalidInput(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
+            raise InvalidInput(f"the gate threshold must be between 0 and 1, got {self.gate_threshold}")
 
 
 class ChatSession:
@@ -147,7 +150,7 @@ class ChatSession:
         cache = self.vectors(retriever)
         evidence = gate.measure(standalone, passages, cache)
         if settings.gate:
-            ok, why = gate.check(evidence)
+            ok, why = gate.check(evidence, threshold=settings.gate_threshold)
             if not ok:
                 yield _abstain(base, why)
                 return

@@ -105,14 +105,16 @@ def measure(
     return ev
 
 
-def check(evidence: Evidence, model: GateModel | None = None) -> tuple[bool, str]:
-    """(passes, reason). The reason names the numbers, for the UI and `ragapp ask`."""
+def check(evidence: Evidence, model: GateModel | None = None, threshold: float | None = None) -> tuple[bool, str]:
+    """(passes, reason). The reason names the numbers, for the UI and `ragapp ask`. `threshold`
+    overrides the calibrated one (the page's and the API's gate setting)."""
     model = model or load_gate()
-    if evidence.score >= model.threshold:
+    threshold = model.threshold if threshold is None else threshold
+    if evidence.score >= threshold:
         return True, ""
     return False, (
         f"the retrieved passages do not match the question well enough (evidence {evidence.score:.2f} < "
-        f"{model.threshold:.2f}: best passage similarity {evidence.dense:.2f}, best sentence "
+        f"{threshold:.2f}: best passage similarity {evidence.dense:.2f}, best sentence "
         f"{evidence.sentence:.2f}, question terms found {evidence.lexical:.0%})"
     )
 

@@ -161,6 +161,13 @@ class RagService:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-index")
         config.index_dir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def gate_threshold(self) -> float:
+        """The calibrated evidence threshold: the page's default for its gate setting."""
+        from ragapp.gate import load_gate
+
+        return round(load_gate().threshold, 2)
+
     # -- users and names ---------------------------------------------------------------------------
     @property
     def auth(self) -> bool:
@@ -272,7 +279,7 @@ class RagService:
     def chat_stream(self, user: str | None, question: str, history: Sequence[tuple[str, str]] = (),
                     collections: Sequence[str] | None = None, *, k: int | None = None, backend: str | None = None,
                     model: str | None = None, temperature: float = 0.0, gate: bool = True,
-                    max_new_tokens: int = 256, mode: str = "hybrid") -> Iterator:
+                    gate_threshold: float | None = None, max_new_tokens: int = 256, mode: str = "hybrid") -> Iterator:
         """Partial answer texts, then the final Answer (ragapp.chat.ChatSession.answer_stream)."""
         from ragapp.chat import ChatSettings
         from ragapp.index import Index
@@ -287,7 +294,8 @@ class RagService:
                                "chat with collections of one embedder at a time")
         backend = backend or self.default_backend
         settings = ChatSettings(k=int(k or self.config.k), mode=mode, temperature=float(temperature),
-                                max_new_tokens=int(max_new_tokens), gate=bool(gate), extractive_only=backend == "extractive")
+                                max_new_tokens=int(max_new_tokens), gate=bool(gate), gate_threshold=gate_threshold,
+                                extractive_only=backend == "extractive")
         session = self.session(backend, model if backend != "extractive" else None, embedders.pop())
         return session.answer_stream(question, list(history), real, settings)
 

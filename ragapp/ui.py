@@ -195,14 +195,14 @@ class PageHandlers:
 
     def respond(self, message: str, history: list, collections: list[str] | None = None, k: int = 5,
                 backend: str | None = None, model: str = "", temperature: float = 0.0, gate: bool = True,
-                request: gr.Request = None):
+                gate_threshold: float | None = None, request: gr.Request = None):
         """Yields (answer so far, source panel): partial Markdown while the model writes, then the checked answer."""
         user = _user(request)
         stream = None
         try:
             stream = self.service.chat_stream(user, message, _history_pairs(history), collections or None, k=int(k),
                                               backend=backend or None, model=model, temperature=float(temperature),
-                                              gate=bool(gate))
+                                              gate=bool(gate), gate_threshold=gate_threshold)
             for item in stream:
                 if isinstance(item, str):
                     yield safe_markdown(item), gr.skip()
@@ -357,6 +357,8 @@ def build_demo(service: RagService) -> gr.Blocks:
                                        placeholder="default model (llm) / folder or hub id (hf) / served name (openai)")
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature")
                     gate = gr.Checkbox(value=True, label="Grounding gate: answer “not in your documents” when the evidence is weak")
+                    gate_threshold = gr.Slider(0.0, 1.0, value=service.gate_threshold, step=0.01, label="Gate threshold",
+                                               info="evidence needed to answer; the default is calibrated (higher abstains more)")
             with gr.Column(scale=2, min_width=380):
                 sources = gr.HTML(PANEL_EMPTY, js_on_load=CITE_JS, elem_id="sources", render=False)
                 gr.ChatInterface(
@@ -365,7 +367,7 @@ def build_demo(service: RagService) -> gr.Blocks:
                                        placeholder="Ask a question about your documents."),
                     textbox=gr.Textbox(placeholder="Ask about your documents…", elem_id="question", submit_btn=True,
                                        stop_btn=True),
-                    additional_inputs=[collections, k, backend, model, temperature, gate],
+                    additional_inputs=[collections, k, backend, model, temperature, gate, gate_threshold],
                     additional_outputs=[sources],
                     api_name="chat", concurrency_limit=8, fill_height=True, autofocus=True,
                 )

@@ -184,6 +184,15 @@ def test_chat_completion_stream(api):
     assert last["ragapp"]["text"].strip() == text.strip()
 
 
+def test_gate_threshold_in_the_request(api):
+    ask = {"model": "pets", "extractive": True, "messages": [{"role": "user", "content": "How long do cats sleep?"}]}
+    strict = api.client.post("/v1/chat/completions", json={**ask, "gate_threshold": 1.0}).json()
+    assert strict["ragapp"]["abstained"] and "< 1.00" in strict["ragapp"]["reason"]
+    lax = api.client.post("/v1/chat/completions", json={**ask, "gate_threshold": 0.0}).json()
+    assert not lax["ragapp"]["abstained"]
+    assert api.client.post("/v1/chat/completions", json={**ask, "gate_threshold": 2}).status_code == 422
+
+
 def test_extractive_answer_and_follow_up(api):
     body = api.client.post("/v1/chat/completions", json={
         "model": "pets", "extractive": True, "gate": False,

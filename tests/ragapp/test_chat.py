@@ -139,6 +139,16 @@ def test_gate_off_lets_the_model_decide(docs_index, embedder):
     assert len(gen.calls) == 1 and ans.abstained
 
 
+def test_gate_threshold_setting_overrides_the_calibrated_one(docs_index, embedder):
+    gen = Scripted("Rollo became the first ruler of Normandy [1].")
+    _, strict = run(session(docs_index, embedder, gen, gate_threshold=1.0), Q)
+    assert strict.abstained and gen.calls == [] and " < 1.00: " in strict.reason
+    _, lax = run(session(docs_index, embedder, gen, gate_threshold=0.0), "What is the boiling point of mercury at sea level?")
+    assert len(gen.calls) == 1 and not lax.abstained
+    with pytest.raises(InvalidInput, match="gate threshold must be between 0 and 1, got 1.5"):
+        ChatSettings(gate_threshold=1.5)
+
+
 def test_follow_up_is_made_standalone_before_retrieval(docs_index, embedder):
     gen = Scripted("Rollo signed a treaty with King Charles III in 911 [1].")
     history = [("Who was the first ruler of Normandy?", "Rollo became the first ruler of Normandy [1].")]
