@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -274,7 +275,7 @@ def ann_recall(n: int, n_queries: int, model: VectorModel) -> list[dict]:
     build = time.perf_counter() - t
     truth, lat = timed_search(flat)
     rows.append({"store": "flat (exact)", "setting": "", "recall": 1.0, "p50": percentile(lat, 50),
-                 "build_s": build, "bytes": n * DIM * 4, "describe": flat.describe()})
+                 "build_s": build, "bytes": n * DIM * 4, "describe": flat.describe(), "queries": query_source})
     print(rows[-1], flush=True)
     del flat
     gc.collect()
@@ -370,7 +371,10 @@ def main(argv=None) -> None:
         text = latency_report(latency(args.sizes, args.queries, model, args.kinds), args.queries, model)
         print(text) if args.no_write else write_section("latency", text)
     if args.ann_size:
-        text = ann_report(ann_recall(args.ann_size, args.queries, model), args.ann_size, model)
+        rows = ann_recall(args.ann_size, args.queries, model)
+        # An hour of measurements: keep them, in case formatting the table fails.
+        (WORK / f"ann-{args.ann_size}.json").write_text(json.dumps(rows, indent=1))
+        text = ann_report(rows, args.ann_size, model)
         print(text) if args.no_write else write_section("ann-recall", text)
 
 
