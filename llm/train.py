@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import math
 import os
@@ -58,6 +59,19 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+def _close_process_group() -> None:
+    """Tear gloo down while the interpreter is whole. Left to interpreter finalization (a finished run's DDP
+    or FSDP wrapper, kept alive by a reference cycle, still holds the group), gloo's worker threads are
+    destroyed mid-teardown and the process aborts ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        gc.collect()  # frees the finished runs' wrappers, and with them their references to the group
+        dist.barrier()
+        dist.destroy_process_group()
+        gc.collect()
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg.validate()
@@ -88,7 +102,7 @@ class Trainer:
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
             # kept for the life of the process: a second init in the same torchrun launch can pick up the
             # previous group's stale addresses from the launcher's store and fail to connect
-            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+            atexit.register(_close_process_group)
         self.is_main = self.rank == 0
 
     def barrier(self) -> None:
