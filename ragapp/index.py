@@ -326,7 +326,19 @@ class Index:
         if self.dim is None:
             q = np.atleast_2d(qvecs)
             return np.zeros((len(q), k), np.float32), np.full((len(q), k), -1, np.int64)
-        return self.vectors().search(np.atleast_2d(np.asarray(qvecs, dtype=np.float32)), k)
+        from ragapp.vectors import RERANK_DEPTH, rerank_exact
+
+        q = np.atleast_2d(np.asarray(qvecs, dtype=np.float32))
+        vs = self.vectors()
+        if not getattr(vs, "approximate_scores", False):
+            return vs.search(q, k)
+        _, candidates = vs.search(q, max(k, RERANK_DEPTH))
+        return rerank_exact(q, candidates, self._exact_vectors, k)
+
+    def _exact_vectors(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        with self.store.snapshot():
+            return {int(i): v for part_ids, part in self.store.embeddings(ids.tolist())
+                    for i, v in zip(part_ids, part)}
 
     # -- reading ----------------------------------------------------------------------------------
     def get_chunks(self, chunk_ids: list[int]) -> list[dict]:

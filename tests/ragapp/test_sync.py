@@ -209,3 +209,25 @@ def test_other_vector_kinds_follow_the_folder(tmp_path, make_index, fake_embedde
     assert index.get_chunks(ids[0])[0]["source"] == "f1.txt"
     if kind == "ivfpq":
         assert "exact flat search until 10,240 vectors" in index.info(vectors=True)["vectors"]
+
+
+def test_a_trained_ivfpq_index_returns_exact_scores(tmp_path, make_index, fake_embedder, monkeypatch):
+    """Once IVF-PQ holds codes, Index.vector_search re-scores its candidates with the SQLite vectors."""
+    import numpy as np
+
+    from ragapp.vectors import IVFPQStore
+
+    monkeypatch.setattr(IVFPQStore.__init__, "__defaults__", (None, 4, 32, 60))  # train at 60 vectors
+    folder = write_files(tmp_path / "docs", {f"f{i}.txt": sentences(i, n=30) for i in range(6)})
+    index = make_index(vector_kind="ivfpq", chunk_tokens=24, overlap=0)
+    index.sync(folder, embedder=fake_embedder, progress=False)
+    assert index.vectors().approximate_scores
+    chunks = list(index.all_chunks())
+    assert len(chunks) >= 60
+    exact = {int(i): v for ids, vecs in index.store.embeddings() for i, v in zip(ids, vecs)}
+    for cid, text in chunks[:10]:
+        q = fake_embedder.encode_query(text)
+        scores, ids = index.vector_search(q, 3)
+        best = max(exact, key=lambda i: float(exact[i] @ np.ravel(q)))
+        assert ids[0][0] == best
+        assert scores[0][0] == pytest.approx(float(exact[best] @ np.ravel(q)), abs=1e-5)

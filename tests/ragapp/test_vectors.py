@@ -84,3 +84,32 @@ def test_unknown_kind_and_wrong_dimension():
     store = make_vector_store("flat", DIM)
     with pytest.raises(InvalidInput, match="vectors have 8 dimensions, the index holds 32"):
         store.add([1], np.ones((1, 8), np.float32))
+
+
+def test_exact_rerank_restores_the_true_neighbours_of_a_pq_search():
+    from ragapp.vectors import rerank_exact
+
+    # clustered, as text embeddings are (on isotropic noise no 100 candidates hold the true neighbours)
+    rng = np.random.default_rng(3)
+    vecs = unit_vectors(40, seed=3)[rng.integers(0, 40, 2000)] + 0.15 * rng.normal(size=(2000, DIM))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(2000, dtype=np.int64) * 5 + 1
+    store = make_vector_store("ivfpq", DIM, nbits=4, min_train=400)
+    store.add(ids, vecs)
+    assert store.approximate_scores
+    queries = vecs[:40] + 0.05 * rng.normal(size=(40, DIM)).astype(np.float32)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    truth = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
+    _, pq = store.search(queries, 10)
+    by_id = dict(zip(ids.tolist(), vecs))
+    _, candidates = store.search(queries, 100)
+    scores, reranked = rerank_exact(queries, candidates, lambda want: {int(i): by_id[int(i)] for i in want}, 10)
+
+    def recall(found):
+        return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])
+
+    assert recall(pq) < 0.9  # the codes alone misorder close neighbours
+    assert recall(reranked) >= 0.97
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    np.testing.assert_allclose(scores[:, 0], np.max(queries @ vecs.T, axis=1), rtol=1e-5)  # exact scores
+    assert not make_vector_store("flat", DIM).__class__.__dict__.get("approximate_scores")
