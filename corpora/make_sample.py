@@ -54,7 +54,7 @@ Two commands do everything. The first sets up the project on a fresh machine and
 $ make demo
 The second sets up the project and runs the test suite:
 $ make test
-make demo creates a virtual environment in .venv, installs torch 2.13.0 first (the CPU build, so that pip never downloads a multi-gigabyte CUDA build by accident), then installs ragapp with its dependencies, indexes the folder corpora/ into an index called sample, and answers a sample question with ranked, cited passages. Running it again is fast, because indexing is incremental.
+make demo creates a virtual environment in .venv, installs torch 2.13.0 first (the CPU build, so that pip never downloads a multi-gigabyte CUDA build by accident), then installs ragapp with its dependencies, indexes the folder corpora/sample into an index called sample, and serves the chat page on http://127.0.0.1:7860. Running it again is fast, because indexing is incremental.
 ## Installing by hand
 $ python3.11 -m venv .venv
 $ .venv/bin/pip install torch==2.13.0
