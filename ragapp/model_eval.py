@@ -85,6 +85,34 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
     return out
 
 
+def answer_bits_per_char(model_dir, rows: list[dict], batch_size: int = 8) -> float:
+    """Teacher-forced cost of the reference answers ("span [n]" and the end of turn) of the answerable
+    prompts, in bits per character: how close the model is to grounded answering even while greedy decoding
+    still abstains, comparable across tokenizers."""
+    import math
+
+    import torch
+
+    from llm.checkpoint import load_pretrained
+    from llm.data import encode_chats, lm_batch
+    from llm.objectives import token_logps
+    from llm.tokenizer import special_ids
+
+    model, tok = load_pretrained(model_dir)
+    rows = [r for r in rows if r.get("answers") and r.get("n")]
+    convs = [r["messages"][:2] + [{"role": "assistant", "content": r["messages"][2]["content"]}] for r in rows]
+    examples = encode_chats(tok, convs, last_only=True)
+    pad = special_ids(tok)["pad"]
+    nats = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(examples), batch_size):
+            b = lm_batch(examples[i:i + batch_size], pad)
+            per_row, _ = token_logps(model, b["idx"], b["targets"], b["prefix_len"])
+            nats -= float(per_row.sum())
+    chars = sum(len(c[-1]["content"]) + 1 for c in convs)  # + the end of turn
+    return nats / math.log(2) / chars
+
+
 def evaluate_rows(rows: list[dict], predictions: list[str]) -> dict:
     """Per kind and overall: EM/F1 on answerable, abstention on unanswerable, citation accuracy."""
     by_kind: dict[str, list] = collections.defaultdict(list)
@@ -123,6 +151,7 @@ def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None,
     t0 = time.perf_counter()
     preds = generate_answers(model_dir, rows, progress=progress)
     result = {"model": str(model_dir), "dev": str(dev_path), **evaluate_rows(rows, preds),
+              "answer_bits_per_char": answer_bits_per_char(model_dir, rows),
               "seconds": round(time.perf_counter() - t0, 1)}
     if out_path is not None:
         out_path = Path(out_path)

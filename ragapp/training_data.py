@@ -71,7 +71,7 @@ class BuildConfig:
     sft_examples: int = 12000
     dpo_pairs: int = 3000
     dev_examples: int = 600        # half answerable, half unanswerable
-    unanswerable: float = 0.4      # share of unanswerable SFT examples
+    unanswerable: float = 0.3      # share of unanswerable SFT examples (preference tuning then teaches the hard cases)
     seed: int = 0
 
     def fingerprint(self) -> str:
