@@ -36,7 +36,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(tmp_path / "driver.py"), json.dumps(flags)],
                        env=subprocess_env(), capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])
+    # the cause comes first in stderr, torchrun's long failure summary last: show both
+    causes = [ln for ln in p.stderr.splitlines() if any(w in ln for w in ("Error", "terminate", "what()"))]
+    assert p.returncode == 0, (p.stdout[-1500:], causes[:20], p.stderr[-1500:])
 
     single = tmp_path / "single" / "run"
     for name in ("ddp", "fsdp"):
