@@ -63,8 +63,10 @@ def _next_tokens(logits, history, temperature, top_k, top_p, repetition_penalty,
 
 
 def _token_steps(model, prompt_ids: list[list[int]], max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-                 repetition_penalty=1.0, prefix_lm=None, seed=None) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row, (B,) long, one step at a time (the caller decides when to stop)."""
+                 repetition_penalty=1.0, prefix_lm=None, seed=None,
+                 first_token_bias: dict[int, float] | None = None) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,) long, one step at a time (the caller decides when to stop).
+    `first_token_bias` {token id: logit offset} applies to the first generated token only."""
     cfg = model.config
     if prefix_lm is None:
         prefix_lm = cfg.prefix_lm
@@ -92,6 +94,9 @@ def _token_steps(model, prompt_ids: list[list[int]], max_new_tokens, temperature
     h = model.hidden_states(history[:, :L], prefix_len=prefix_len, kv_cache=cache, start_pos=0, pad_len=pad_len)
     for pos in range(L, total):
         logits = model.lm_logits(h[:, -1]).float()  # (B, V): the LM head only at the last position
+        if first_token_bias and pos == L:
+            for token, bias in first_token_bias.items():
+                logits[:, token] += bias
         nxt = _next_tokens(logits, history[:, :pos], temperature, top_k, top_p, repetition_penalty, generator)
         history[:, pos] = nxt
         yield nxt
@@ -150,7 +155,7 @@ def _prepare(tokenizer, prompts, stop, stop_token_ids):
 
 
 def _run(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop,
-         prefix_lm, stop_token_ids, seed) -> Iterator[tuple[int, str]]:
+         prefix_lm, stop_token_ids, seed, first_token_bias=None) -> Iterator[tuple[int, str]]:
     """(row, text piece) pairs as they settle."""
     _check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     ids, stop, stop_ids = _prepare(tokenizer, prompts, stop, stop_token_ids)
@@ -161,7 +166,7 @@ def _run(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, r
         with torch.inference_mode(), model.fused_for_inference():
             if max_new_tokens > 0:
                 for step in _token_steps(model, ids, max_new_tokens, temperature, top_k, top_p,
-                                         repetition_penalty, prefix_lm, seed):
+                                         repetition_penalty, prefix_lm, seed, first_token_bias):
                     for r, token in enumerate(step.tolist()):
                         if not rows[r].done:
                             piece = rows[r].push(token)
@@ -180,15 +185,19 @@ def _run(model, tokenizer, prompts, max_new_tokens, temperature, top_k, top_p, r
 def generate(model, tokenizer, prompts: list[str] | str, max_new_tokens: int = 128, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
              stop: list[str] | None = None, prefix_lm: bool | None = None,
-             stop_token_ids: Iterable[int] | None = None, seed: int | None = None) -> list[str] | str:
+             stop_token_ids: Iterable[int] | None = None, seed: int | None = None,
+             first_token_bias: dict[int, float] | None = None) -> list[str] | str:
     """Continue each prompt. temperature 0 = greedy. Generation ends at a stop token (end-of-text,
     end-of-turn or a new turn; `stop_token_ids` overrides, [] for none), at the first stop string (cut off,
-    not returned), after max_new_tokens, or at the model's max_seq_len. prefix_lm None = the model's setting."""
+    not returned), after max_new_tokens, or at the model's max_seq_len. prefix_lm None = the model's setting.
+    `first_token_bias` {token id: logit offset} shifts the first generated token only (a calibrated offset on
+    the first token of a fixed reply, such as an abstention, moves the decision between that reply and the rest:
+    the null-answer threshold of SQuAD 2.0 readers)."""
     single = isinstance(prompts, str)
     batch = [prompts] if single else list(prompts)
     out = [""] * len(batch)
     for r, piece in _run(model, tokenizer, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                         stop, prefix_lm, stop_token_ids, seed):
+                         stop, prefix_lm, stop_token_ids, seed, first_token_bias):
         out[r] += piece
     return out[0] if single else out
 
@@ -196,10 +205,11 @@ def generate(model, tokenizer, prompts: list[str] | str, max_new_tokens: int = 1
 def stream(model, tokenizer, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
            stop: list[str] | None = None, prefix_lm: bool | None = None,
-           stop_token_ids: Iterable[int] | None = None, seed: int | None = None) -> Iterator[str]:
+           stop_token_ids: Iterable[int] | None = None, seed: int | None = None,
+           first_token_bias: dict[int, float] | None = None) -> Iterator[str]:
     """Like generate() for one prompt, yielding text pieces as they settle; "".join(pieces) == generate(...)."""
     for _, piece in _run(model, tokenizer, [prompt], max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                         stop, prefix_lm, stop_token_ids, seed):
+                         stop, prefix_lm, stop_token_ids, seed, first_token_bias):
         yield piece
 
 

@@ -55,7 +55,7 @@ def load_rows(path) -> list[dict]:
 
 
 def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_tokens: int = 48,
-                     progress: bool = True) -> list[str]:
+                     progress: bool = True, first_token_bias: dict[int, float] | None = None) -> list[str]:
     """Greedy answers to each row's prompt (its system + user messages), post-processed as served."""
     import torch
     from tqdm.auto import tqdm
@@ -76,7 +76,7 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
                       disable=not progress, mininterval=2):
             idx = order[i:i + batch_size]
             texts = generate(model, tok, [prompts[j] for j in idx], max_new_tokens=max_new_tokens,
-                             stop=["<|end|>"])
+                             stop=["<|end|>"], first_token_bias=first_token_bias)
             for j, text in zip(idx, texts):
                 if uncased:
                     source = "\n".join(m["content"] for m in rows[j]["messages"][:2])
@@ -111,6 +111,56 @@ def answer_bits_per_char(model_dir, rows: list[dict], batch_size: int = 8) -> fl
             nats -= float(per_row.sum())
     chars = sum(len(c[-1]["content"]) + 1 for c in convs)  # + the end of turn
     return nats / math.log(2) / chars
+
+
+def abstention_margins(model_dir, rows: list[dict], progress: bool = True) -> tuple[int, list[float]]:
+    """(the abstention's first token, per row: its first-step logit minus the best other token's). A
+    logit offset b on that token makes the model abstain exactly where margin + b > 0."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from llm.checkpoint import load_pretrained
+    from ragapp.prompt import ABSTENTION
+
+    model, tok = load_pretrained(model_dir)
+    model.eval()
+    first = tok(ABSTENTION, add_special_tokens=False)["input_ids"][0]
+    out = []
+    with torch.inference_mode():
+        for r in tqdm(rows, desc="abstention margins", disable=not progress, mininterval=2):
+            prompt = tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False)
+            ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+            prefix = torch.tensor([ids.shape[1]]) if model.config.prefix_lm else None
+            logits = model.lm_logits(model.hidden_states(ids, prefix_len=prefix)[:, -1]).float()[0]
+            other = torch.cat([logits[:first], logits[first + 1:]]).max()
+            out.append(float(logits[first] - other))
+    return first, out
+
+
+def without_abstention(model_dir, rows: list[dict], progress: bool = True) -> tuple[list[float], list[str]]:
+    """(margins, answers when the abstention's first token is forbidden at the first step). With the plain
+    greedy answers they give the answers under any offset b on that token (`with_bias`)."""
+    first, margins = abstention_margins(model_dir, rows, progress)
+    banned = generate_answers(model_dir, rows, progress=progress, first_token_bias={first: float("-inf")})
+    return margins, banned
+
+
+def with_bias(plain: list[str], banned: list[str], margins: list[float], bias: float) -> list[str]:
+    """Greedy answers under offset `bias` on the abstention's first token: that token wins where margin > -bias
+    (the plain answer); elsewhere the best other token does, and decoding goes on as in `banned`."""
+    return [p if m > -bias else q for p, q, m in zip(plain, banned, margins)]
+
+
+def calibrate_abstention(rows: list[dict], plain: list[str], banned: list[str], margins: list[float]) -> dict:
+    """The offset on the abstention's first token that maximises exact match over `rows`, answerable and
+    unanswerable together: SQuAD 2.0 readers' null-answer threshold."""
+    curve = []
+    for b in [0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -5.0, -6.0, -8.0]:
+        r = evaluate_rows(rows, with_bias(plain, banned, margins, b))
+        curve.append({"bias": b, "overall_em": r["overall_em"], "answerable_em": r.get("answerable_em", 0.0),
+                      "abstention": r.get("abstention", 0.0), "false_abstention": r.get("false_abstention", 0.0)})
+    best = max(curve, key=lambda c: (c["overall_em"], c["bias"]))  # ties: the smaller change
+    return {"abstention_bias": best["bias"], "curve": curve}
 
 
 def evaluate_rows(rows: list[dict], predictions: list[str]) -> dict:

@@ -44,6 +44,7 @@ class LLMGenerator(Generator):
 
         # an uncased tokenizer (the MiniLM warm start) writes lowercase: copied spans get the passages' casing back
         self.normalize = normalizer_of(self.tokenizer) if is_uncased(self.tokenizer) else None
+        self.first_token_bias = abstention_bias(path, self.tokenizer)
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
@@ -73,6 +74,7 @@ class LLMGenerator(Generator):
             pieces = stream(
                 self.model, self.tokenizer, prompt, max_new_tokens=min(max_new_tokens, budget),
                 temperature=temperature, stop=stops, prefix_lm=self.prefix_lm,
+                first_token_bias=self.first_token_bias,
             )
             try:
                 for piece in pieces:
@@ -90,3 +92,28 @@ class LLMGenerator(Generator):
                     yield tail
             finally:
                 pieces.close() if hasattr(pieces, "close") else None
+
+
+def abstention_bias(path: Path, tokenizer) -> dict[int, float] | None:
+    """The checkpoint's calibrated offset on the abstention's first token ({token id: logit offset}), from
+    the `abstention_bias` of its training.json (python -m ragapp.make_model writes it: the offset that
+    maximised exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer
+    threshold). None when the checkpoint has none."""
+    import json
+    import math
+
+    from ragapp.prompt import ABSTENTION
+
+    card = Path(path) / "training.json"
+    if not card.is_file():
+        return None
+    try:
+        bias = json.loads(card.read_text(encoding="utf-8")).get("abstention_bias")
+    except (OSError, ValueError) as e:
+        raise GeneratorError(f"{card}: not readable JSON ({e}); remake it with python -m ragapp.make_model") from e
+    if bias is None:
+        return None
+    if not isinstance(bias, (int, float)) or math.isnan(bias):
+        raise GeneratorError(f"{card}: abstention_bias must be a number, got {bias!r}")
+    first = tokenizer(ABSTENTION, add_special_tokens=False)["input_ids"][0]
+    return {int(first): float(bias)}

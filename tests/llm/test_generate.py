@@ -131,3 +131,18 @@ def test_prompt_longer_than_context_is_a_clear_error(tok):
         generate(model, tok, "The cat sat on the mat. " * 10)
     out = generate_ids(model, [[1, 2, 3]], 100)  # generation stops at the context limit
     assert len(out[0]) == 16 - 3
+
+
+def test_first_token_bias_moves_only_the_first_token(tok):
+    model = tiny_model(len(tok), init_std=0.3)
+    ids = tok("The cat sat", add_special_tokens=False)["input_ids"]
+    plain = generate_ids(model, [ids], 6)[0]
+    banned = generate(model, tok, "The cat sat", max_new_tokens=6, stop_token_ids=[],
+                      first_token_bias={plain[0]: float("-inf")})
+    first = tok(banned, add_special_tokens=False)["input_ids"]
+    assert first and first[0] != plain[0]
+    # a bias that does not change the argmax changes nothing, and later steps may still pick the token
+    same = generate(model, tok, "The cat sat", max_new_tokens=6, stop_token_ids=[], first_token_bias={plain[0]: 0.5})
+    assert same == generate(model, tok, "The cat sat", max_new_tokens=6, stop_token_ids=[])
+    assert "".join(stream(model, tok, "The cat sat", max_new_tokens=6, stop_token_ids=[],
+                          first_token_bias={plain[0]: float("-inf")})) == banned

@@ -44,3 +44,35 @@ def test_generation_and_answer_cost_on_a_tiny_checkpoint(tmp_path):
     bits = answer_bits_per_char(model_dir, rows)
     # random weights: about log2(vocabulary) bits a token, a few characters a token
     assert math.isfinite(bits) and 0.5 < bits < 20
+
+
+def test_abstention_offset_is_tuned_for_exact_match():
+    from ragapp.model_eval import calibrate_abstention, with_bias
+
+    rows = [row("answerable", ["Ada"], 1), row("answerable", ["1843"], 1), row("missing"), row("swapped")]
+    plain = [ABSTENTION, ABSTENTION, ABSTENTION, ABSTENTION]   # the model abstains everywhere...
+    banned = ["Ada [1]", "1843 [1]", "Babbage [1]", "1842 [1]"]  # ...its best answers if it may not
+    margins = [0.7, 1.8, 3.5, 2.6]                               # ...and how sure it was of abstaining
+    assert with_bias(plain, banned, margins, -1.0) == ["Ada [1]", ABSTENTION, ABSTENTION, ABSTENTION]
+    tuned = calibrate_abstention(rows, plain, banned, margins)
+    assert tuned["abstention_bias"] == -2.0  # answers both answerable rows, still abstains on both others
+    best = next(c for c in tuned["curve"] if c["bias"] == -2.0)
+    assert best["overall_em"] == 100.0 and best["false_abstention"] == 0.0
+
+
+def test_backend_reads_the_checkpoints_abstention_offset(tmp_path):
+    import json
+
+    from _train_fixtures import tokenizer
+
+    from ragapp.backends.llm_backend import abstention_bias
+    from ragapp.errors import GeneratorError
+
+    tok = tokenizer(tmp_path)
+    assert abstention_bias(tmp_path, tok) is None  # no training.json: no offset
+    (tmp_path / "training.json").write_text(json.dumps({"stage": "sft", "abstention_bias": -2.5}))
+    first = tok(ABSTENTION, add_special_tokens=False)["input_ids"][0]
+    assert abstention_bias(tmp_path, tok) == {first: -2.5}
+    (tmp_path / "training.json").write_text(json.dumps({"abstention_bias": "low"}))
+    with pytest.raises(GeneratorError, match="abstention_bias must be a number"):
+        abstention_bias(tmp_path, tok)
