@@ -153,9 +153,10 @@ def with_bias(plain: list[str], banned: list[str], margins: list[float], bias: f
 
 def calibrate_abstention(rows: list[dict], plain: list[str], banned: list[str], margins: list[float]) -> dict:
     """The offset on the abstention's first token that maximises exact match over `rows`, answerable and
-    unanswerable together: SQuAD 2.0 readers' null-answer threshold."""
+    unanswerable together: SQuAD 2.0 readers' null-answer threshold. Offsets are 0 or negative: a positive
+    one would start answers with that token, and what greedy decoding writes after it is not known here."""
     curve = []
-    for b in [1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -5.0, -6.0, -8.0]:
+    for b in [0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -5.0, -6.0, -8.0]:
         r = evaluate_rows(rows, with_bias(plain, banned, margins, b))
         curve.append({"bias": b, "overall_em": r["overall_em"], "answerable_em": r.get("answerable_em", 0.0),
                       "abstention": r.get("abstention", 0.0), "false_abstention": r.get("false_abstention", 0.0)})
