@@ -54,7 +54,7 @@ def load_rows(path) -> list[dict]:
     return rows
 
 
-def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_tokens: int = 48,
+def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_tokens: int = 32,
                      progress: bool = True, first_token_bias: dict[int, float] | None = None) -> list[str]:
     """Greedy answers to each row's prompt (its system + user messages), post-processed as served."""
     import torch
