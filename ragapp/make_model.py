@@ -151,9 +151,9 @@ def calibration_markdown(cal: dict) -> list[str]:
 
 
 def stages_markdown(scale: str, results: dict, shipped: str | None, calibration: dict | None = None) -> str:
-    rows = ["| stage | train time | tokens | dev EM (all) | answerable EM | answerable F1 | cites gold [n] "
+    rows = ["| stage | train time | tokens | dev EM (all) | balanced | answerable EM | answerable F1 | cites gold [n] "
             "| abstains when answerable | abstains: gold missing | abstains: swapped entity |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for stage, r in results.items():
         info = train_info(scale, stage)
         kinds = r.get("kinds", {})
@@ -161,7 +161,7 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
         time_s = f"{info['seconds'] / 60:.0f} min" if info else "-"
         toks = f"{info['tokens'] / 1e6:.2f}M" if info else "-"
         mark = " (shipped)" if stage == shipped else ""
-        rows.append(f"| {stage}{mark} | {time_s} | {toks} | {r['overall_em']:.1f} | {r.get('answerable_em', 0):.1f} "
+        rows.append(f"| {stage}{mark} | {time_s} | {toks} | {r['overall_em']:.1f} | {balanced(r):.1f} | {r.get('answerable_em', 0):.1f} "
                     f"| {r.get('answerable_f1', 0):.1f} | {ans.get('cited', 0):.1f}% | {r.get('false_abstention', 0):.1f}% "
                     f"| {kinds.get('missing', {}).get('abstained', 0):.1f}% | {kinds.get('swapped', {}).get('abstained', 0):.1f}% |")
     any_r = next(iter(results.values()), {})
@@ -174,7 +174,8 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
         f"retrieval delivers them; half answerable (gold passage among same-article distractors, fitted to "
         f"{prompt_tokens(scale)} tokens), half unanswerable (gold left out, or a name/number of the question swapped for one the passages "
         "never mention). Generator alone (no retrieval, no gate), greedy. \"dev EM (all)\" counts an abstention "
-        "on an unanswerable prompt as exact, as SQuAD 2.0 does. Train time is the loop's own clock on this "
+        "on an unanswerable prompt as exact, as SQuAD 2.0 does; \"balanced\" = mean of answerable EM and abstention on "
+        "unanswerable prompts, which chooses the shipped stage. Train time is the loop's own clock on this "
         "shared 2-core CPU.",
         "",
         *rows,
@@ -215,8 +216,16 @@ def calibrate(scale: str, stage: str) -> dict:
     return result
 
 
+def balanced(result: dict) -> float:
+    """Mean of answerable EM and abstention on unanswerable prompts. Not the dev EM over all prompts:
+    the dev set is 41% answerable, and behind ragapp's gate the model sees mostly answerable questions, so
+    a stage that abstains more would win on the dev mix while answering half as many questions (DPO on
+    the CPU recipe: dev EM 61.7 vs 60.5, answerable EM 14.1 vs 28.6)."""
+    return (result.get("answerable_em", 0.0) + result.get("abstention", 0.0)) / 2
+
+
 def ship(scale: str, results: dict) -> tuple[str, dict]:
-    """Copy the best trained stage (dev EM over all prompts) to models/ragchat as fp16 safetensors."""
+    """Copy the best trained stage (`balanced` dev score) to models/ragchat as fp16 safetensors."""
     import torch
 
     from llm.checkpoint import load_pretrained, save_pretrained
@@ -224,7 +233,7 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
     trained = {s: r for s, r in results.items() if s in TRAIN_STAGES}
     if not trained:
         raise SystemExit("nothing to ship: no trained stage has a dev evaluation; run the earlier stages")
-    best = max(trained, key=lambda s: trained[s]["overall_em"])
+    best = max(trained, key=lambda s: balanced(trained[s]))
     calibration = calibrate(scale, best)
     model, tok = load_pretrained(stage_dirs(scale)[best])
     tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
