@@ -1,6 +1,6 @@
 """Remake the default chat model (models/ragchat) from ../shared/data training sets, with `llm` recipes.
 
-    python -m ragapp.make_model                  # CPU recipe (about 1 h 15 min on 2 cores), then ship models/ragchat
+    python -m ragapp.make_model                  # CPU recipe (about 2 hours on 2 cores), then ship models/ragchat
     python -m ragapp.make_model --scale gpu      # the larger CUDA recipe (bf16); ships the same way
     python -m ragapp.make_model --compare        # candidate A (from scratch) vs B (MiniLM warm start)
     python -m ragapp.make_model --stages sft,dpo,eval   # some stages only
