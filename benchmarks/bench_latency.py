@@ -240,7 +240,7 @@ def chunks_at(name: str, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
     index = Index.open(name, WORK)
     ids = np.sort(index.store.chunk_ids())[rows]
     texts = {c["id"]: c["text"] for c in index.get_chunks(ids.tolist())}
-    vecs = {int(i): v for part_ids, part in index.store.embeddings(ids.tolist()) for i, v in zip(part_ids, part)}
+    vecs = index.embeddings_by_id(ids)
     index.close()
     return [(texts[int(i)], vecs[int(i)]) for i in ids]
 
@@ -408,7 +408,7 @@ def sqlite_fetch_note(n: int = 100, repeats: int = 50) -> str:
     for _ in range(repeats):
         want = rng.choice(all_ids, n, replace=False)
         t = time.perf_counter()
-        index._exact_vectors(want)
+        index.embeddings_by_id(want)
         lat.append(time.perf_counter() - t)
     index.close()
     return (f" Reading {n} random chunks' vectors from a 100k-chunk index's SQLite store takes "

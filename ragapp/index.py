@@ -333,12 +333,12 @@ class Index:
         if not getattr(vs, "approximate_scores", False):
             return vs.search(q, k)
         _, candidates = vs.search(q, max(k, RERANK_DEPTH))
-        return rerank_exact(q, candidates, self._exact_vectors, k)
+        return rerank_exact(q, candidates, self.embeddings_by_id, k)
 
-    def _exact_vectors(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        with self.store.snapshot():
-            return {int(i): v for part_ids, part in self.store.embeddings(ids.tolist())
-                    for i, v in zip(part_ids, part)}
+    def embeddings_by_id(self, ids) -> dict[int, np.ndarray]:
+        """{chunk id: stored embedding}; ids no longer stored are left out."""
+        return {int(i): v for part_ids, part in self.store.embeddings([int(i) for i in ids])
+                for i, v in zip(part_ids, part)}
 
     # -- reading ----------------------------------------------------------------------------------
     def get_chunks(self, chunk_ids: list[int]) -> list[dict]:

@@ -290,7 +290,7 @@ class _Collection:
 
     def embeddings(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
         with self.lock:
-            return {int(i): v for ids, vecs in self.index.store.embeddings(chunk_ids) for i, v in zip(ids, vecs)}
+            return self.index.embeddings_by_id(chunk_ids)
 
 
 # A candidate is one int64: the collection's position in the query (high bits) and the chunk id,
