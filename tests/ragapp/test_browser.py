@@ -97,7 +97,7 @@ def open_citation(page, first: bool = False):
 
 
 def test_upload_ask_and_open_the_citation(tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     from ragapp.api import BackgroundServer
 
@@ -110,7 +110,8 @@ def test_upload_ask_and_open_the_citation(tmp_path):
             status = upload(page, doc, "garden")
             assert "added 1" in status and "1 files" in status
             # the selector now offers the new collection and has chosen it
-            assert "garden" in page.locator("#collections").inner_text()
+            # (Gradio updates the selector a moment after the status; expect() waits up to 10 s for it)
+            expect(page.locator("#collections")).to_contain_text("garden", timeout=10_000)
 
             states = ask(page, "When does the greenhouse heater switch on?")
             final = states[-1]
