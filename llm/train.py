@@ -88,7 +88,7 @@ class Trainer:
         if cfg.device == "auto":
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
         else:
-            device = cfg.device if not (cfg.device == "cuda" and self.world > 1) else f"cuda:{local}"
+            device = f"cuda:{local}" if cfg.device == "cuda" else cfg.device  # set_device needs an index
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
