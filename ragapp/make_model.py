@@ -36,13 +36,16 @@ PROSE = [DATA / "pretrain" / "enwiki2015.jsonl.gz", DATA / "pretrain" / "gutenbe
 STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "eval", "ship")
 TRAIN_STAGES = ("pretrain", "sft", "dpo")
 CPU_PROSE_DOCS = 2000
+# the GPU recipe's prose: the first 4,400 Wikipedia articles (14.7M tokens; 15.5 MB as xz, what fits beside the
+# warm start in one 64 MiB transfer to the GPU machine the shipped model was trained on)
+GPU_PROSE_DOCS = 4400
 # CPU: shorter prompts (3 passages fitted to 384 tokens) buy ~1/3 more examples per CPU-minute, and a smaller
 # abstention share asked for (15%; gold chunks that do not fit the prompt turn answerable questions into
 # "missing" ones, so the data holds ~28%): the abstention is the single most frequent answer, and greedy decoding
 # of an undertrained model picks it everywhere; ragapp's retrieval gate abstains before generation anyway on
 # most unanswerable questions (AUC 0.985 on SQuAD 1.1 train, README "The grounding gate").
 DATA_SIZES = {"cpu": dict(sft_examples=32000, dpo_pairs=1000, retrieved=3, context_tokens=384, unanswerable=0.15),
-              "gpu": dict(sft_examples=80000, dpo_pairs=20000)}
+              "gpu": dict(sft_examples=80000, dpo_pairs=8000, unanswerable=0.2)}
 # the CPU recipe fine-tunes the warm start directly: a prose pass long enough to help costs hours here, and the
 # grounded answers are mostly copied from the prompt, which the SFT loss itself teaches
 SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain"}, "gpu": set()}
@@ -71,8 +74,8 @@ def warmstart(out: Path = RUNS / "warmstart") -> Path:
 
 def tokens(tokenizer_dir: Path, out: Path, max_docs: int | None = CPU_PROSE_DOCS) -> Path:
     """The prose as token shards (`llm prepare`). The CPU recipes read well under 1M tokens, so they
-    tokenize only the first CPU_PROSE_DOCS documents (Wikipedia articles, ~8M tokens); the GPU recipe
-    tokenizes all of both corpora."""
+    tokenize only the first CPU_PROSE_DOCS documents (Wikipedia articles, ~7M tokens), the GPU recipe the
+    first GPU_PROSE_DOCS (~15M tokens)."""
     from llm.data import prepare_shards
     from llm.tokenizer import load_tokenizer
 
@@ -240,7 +243,10 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
     tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tok, tmp, dtype=torch.float16)  # half the size; load_pretrained upcasts to fp32
-    card = {"stage": best, "scale": scale, "dev": trained[best], **calibration, "made_by": "python -m ragapp.make_model",
+    card = {"stage": best, "scale": scale, "dev": trained[best], **calibration,
+            # ragapp leaves this much of the context to the answer and fills the rest with passages, as in training
+            "answer_tokens": BuildConfig(**DATA_SIZES[scale]).answer_tokens,
+            "made_by": "python -m ragapp.make_model",
             "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in TRAIN_STAGES],
             "train": {s: train_info(scale, s) for s in TRAIN_STAGES}}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
@@ -267,7 +273,7 @@ def run(scale: str, stages: list[str]) -> None:
         if scale == "cpu":
             tokens(RUNS / "warmstart", RUNS / "tokens" / "minilm")
         else:
-            tokens(RUNS / "warmstart", RUNS / "tokens" / "minilm-full", max_docs=None)
+            tokens(RUNS / "warmstart", RUNS / "tokens" / "minilm-gpu", max_docs=GPU_PROSE_DOCS)
     if "data" in stages:
         data(RUNS / "warmstart", data_dir_, scale)
     for stage in TRAIN_STAGES:
