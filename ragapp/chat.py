@@ -160,7 +160,7 @@ class ChatSession:
 
         gen = self.generator
         special = gen.special_tokens
-        budget = gen.context_tokens - settings.max_new_tokens
+        budget = gen.context_tokens - min(settings.max_new_tokens, gen.answer_tokens or settings.max_new_tokens)
         shown = fit_passages(standalone, passages, gen.prompt_tokens, budget, special)
         if not shown:
             raise InvalidInput(

@@ -33,6 +33,9 @@ class Generator(ABC):
 
     name: str = ""
     context_tokens: int = 2048  # prompt + answer, in the model's tokens
+    # the answer length the model was trained for: the prompt may fill the rest of the context. None: reserve the
+    # whole max_new_tokens (a small-context model then reads fewer passages than it was trained on: 512 - 256)
+    answer_tokens: int | None = None
     special_tokens: tuple[str, ...] = ()  # stripped from passages by the prompt builder
     follows_instructions: bool = False  # general instruction follower: may rewrite follow-up questions
 

@@ -45,6 +45,7 @@ class LLMGenerator(Generator):
         # an uncased tokenizer (the MiniLM warm start) writes lowercase: copied spans get the passages' casing back
         self.normalize = normalizer_of(self.tokenizer) if is_uncased(self.tokenizer) else None
         self.first_token_bias = abstention_bias(path, self.tokenizer)
+        self.answer_tokens = answer_tokens(path)
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
@@ -94,23 +95,44 @@ class LLMGenerator(Generator):
                 pieces.close() if hasattr(pieces, "close") else None
 
 
+def training_card(path: Path) -> dict:
+    """The checkpoint's training.json (written by python -m ragapp.make_model); {} when it has none."""
+    import json
+
+    card = Path(path) / "training.json"
+    if not card.is_file():
+        return {}
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GeneratorError(f"{card}: not readable JSON ({e}); remake it with python -m ragapp.make_model") from e
+    if not isinstance(data, dict):
+        raise GeneratorError(f"{card}: expected a JSON object; remake it with python -m ragapp.make_model")
+    return data
+
+
+def answer_tokens(path: Path) -> int | None:
+    """The answer length the checkpoint was trained to leave room for (its prompts filled the rest of the
+    context); None when its training.json does not say."""
+    value = training_card(path).get("answer_tokens")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise GeneratorError(f"{Path(path) / 'training.json'}: answer_tokens must be a positive integer, got {value!r}")
+    return value
+
+
 def abstention_bias(path: Path, tokenizer) -> dict[int, float] | None:
     """The checkpoint's calibrated offset on the abstention's first token ({token id: logit offset}), from
     the `abstention_bias` of its training.json (python -m ragapp.make_model writes it: the offset that
     maximised exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer
     threshold). None when the checkpoint has none."""
-    import json
     import math
 
     from ragapp.prompt import ABSTENTION
 
     card = Path(path) / "training.json"
-    if not card.is_file():
-        return None
-    try:
-        bias = json.loads(card.read_text(encoding="utf-8")).get("abstention_bias")
-    except (OSError, ValueError) as e:
-        raise GeneratorError(f"{card}: not readable JSON ({e}); remake it with python -m ragapp.make_model") from e
+    bias = training_card(path).get("abstention_bias")
     if bias is None:
         return None
     if not isinstance(bias, (int, float)) or math.isnan(bias):

@@ -174,6 +174,18 @@ def test_passages_are_fitted_to_a_small_context(docs_index, embedder):
     assert small.prompt_tokens(small.calls[0]) <= small.context_tokens - 256
 
 
+def test_a_model_trained_for_short_answers_reads_more_passages(docs_index, embedder):
+    # 256 + 95 tokens of context: reserving the whole max_new_tokens (256) leaves room for one passage; a model
+    # trained to answer within 32 tokens gets the rest of its context for passages, as in its training
+    plain = Scripted("Rollo became the first ruler of Normandy [1].", context_tokens=256 + 95)
+    short = Scripted("Rollo became the first ruler of Normandy [1].", context_tokens=256 + 95)
+    short.answer_tokens = 32
+    _, a = run(session(docs_index, embedder, plain), Q)
+    _, b = run(session(docs_index, embedder, short), Q)
+    assert len(b.passages) > len(a.passages)
+    assert short.prompt_tokens(short.calls[0]) <= short.context_tokens - 32
+
+
 def test_injected_passage_is_fenced_data(docs_index, embedder):
     gen = Scripted(ABSTENTION)
     run(session(docs_index, embedder, gen, gate=False, k=4), "What does the memo say about instructions?")

@@ -76,3 +76,20 @@ def test_backend_reads_the_checkpoints_abstention_offset(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps({"abstention_bias": "low"}))
     with pytest.raises(GeneratorError, match="abstention_bias must be a number"):
         abstention_bias(tmp_path, tok)
+
+
+def test_backend_reads_the_checkpoints_answer_length(tmp_path):
+    import json
+
+    from ragapp.backends.llm_backend import answer_tokens
+    from ragapp.errors import GeneratorError
+
+    assert answer_tokens(tmp_path) is None  # no training.json: reserve the whole max_new_tokens
+    (tmp_path / "training.json").write_text(json.dumps({"stage": "sft", "answer_tokens": 64}))
+    assert answer_tokens(tmp_path) == 64
+    (tmp_path / "training.json").write_text(json.dumps({"answer_tokens": 0}))
+    with pytest.raises(GeneratorError, match="answer_tokens must be a positive integer"):
+        answer_tokens(tmp_path)
+    (tmp_path / "training.json").write_text("[1, 2]")
+    with pytest.raises(GeneratorError, match="expected a JSON object"):
+        answer_tokens(tmp_path)
