@@ -66,6 +66,12 @@ def save_pretrained(model, tokenizer, out_dir, dtype=None) -> Path:
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
     tmp.replace(out / CONFIG_NAME)
     if tokenizer is not None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # a sentence encoder's tokenizer.json (MiniLM's, via the warm start) carries truncation and padding
+            # to 128 tokens; a generator's must not, or tools that read the file cut every prompt at 128
+            backend.no_truncation()
+            backend.no_padding()
         tokenizer.save_pretrained(str(out))
     return out
 

@@ -34,6 +34,19 @@ def test_round_trip_keeps_logits_and_tokenizer(tmp_path, tok, arch, tie):
     assert generate(loaded, tok2, "The cat", max_new_tokens=8) == text
 
 
+def test_saved_tokenizer_never_truncates_or_pads(tmp_path, tok):
+    # a sentence encoder's tokenizer (MiniLM's, through the warm start) truncates and pads to 128 tokens
+    tok.backend_tokenizer.enable_truncation(128)
+    tok.backend_tokenizer.enable_padding(length=128)
+    out = save_pretrained(tiny_model(len(tok)), tok, tmp_path / "ckpt")
+    saved = json.loads((out / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None
+    from tokenizers import Tokenizer
+
+    long_text = "the cat sat " * 100
+    assert len(Tokenizer.from_file(str(out / "tokenizer.json")).encode(long_text).ids) > 128
+
+
 def test_bfloat16_save_loads_as_float32(tmp_path, tok):
     model = tiny_model(len(tok))
     save_pretrained(model, None, tmp_path / "c", dtype=torch.bfloat16)
