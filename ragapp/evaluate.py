@@ -271,7 +271,10 @@ def run(
     results_dir = workdir / "results" / f"k{k}"
     results_dir.mkdir(parents=True, exist_ok=True)
     tag = {s: s if s in NO_GENERATOR else f"{s}@{_model_tag(backend, model)}" for s in systems}
-    done = {s: read_results(results_dir / f"{tag[s]}.jsonl") for s in systems}
+    # a generator's answers are kept per weights and settings: a remade model never resumes from the old one's
+    files = {s: results_dir / (f"{tag[s]}.jsonl" if s in NO_GENERATOR
+                               else f"{tag[s]}.{_model_fingerprint(backend, model, max_new_tokens)}.jsonl") for s in systems}
+    done = {s: read_results(files[s]) for s in systems}
     runner = Runner(index_dir, embedder, k, backend, model, max_new_tokens, workdir)
     todo = [q for q in chosen if any(q.id not in done[s] for s in systems)]
     runner.warm_questions(todo)
@@ -284,7 +287,7 @@ def run(
         for s in systems:
             if q.id not in done[s]:
                 row = asdict(out[s])
-                with open(results_dir / f"{tag[s]}.jsonl", "a", encoding="utf-8") as fh:
+                with open(files[s], "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 done[s][q.id] = row
     return {s: score(chosen, done[s]) | {"tag": tag[s]} for s in systems}
@@ -295,6 +298,25 @@ def _model_tag(backend: str | None, model: str | None) -> str:
 
     name = Path(model).name if model else (DEFAULT_LLM_MODEL.name if (backend or "llm") == "llm" else "default")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{backend or 'llm'}-{name}")
+
+
+def _model_fingerprint(backend: str | None, model: str | None, max_new_tokens: int) -> str:
+    """Short hash of what decides a generator's answers: the local model folder's weights and training card
+    (a hub id or an endpoint's model name stands for itself) and the answer length."""
+    import hashlib
+
+    from ragapp.generator import DEFAULT_LLM_MODEL
+
+    h = hashlib.sha256(f"{backend or 'llm'}|{model}|{max_new_tokens}".encode())
+    folder = Path(model) if model else (DEFAULT_LLM_MODEL if (backend or "llm") == "llm" else None)
+    if folder is not None and folder.is_dir():
+        for name in ("model.safetensors", "training.json", "config.json"):
+            f = folder / name
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(block)
+    return h.hexdigest()[:10]
 
 
 def table(scores: dict[str, dict]) -> str:

@@ -136,8 +136,10 @@ def test_generator_rows_run_with_a_tiny_checkpoint(tmp_path, tokenizer, monkeypa
     alone, fb = scores["generator"], scores["generator+fallback"]
     assert alone["tag"] == "generator@llm-ckpt" and alone["questions"] == 3
     folder = tmp_path / "work" / "results" / "k2"
-    alone_rows = {r["id"]: r for r in map(json.loads, (folder / "generator@llm-ckpt.jsonl").read_text().splitlines())}
-    fb_rows = {r["id"]: r for r in map(json.loads, (folder / "generator+fallback@llm-ckpt.jsonl").read_text().splitlines())}
+    (alone_file,) = folder.glob("generator@llm-ckpt.*.jsonl")  # answers are kept per model weights
+    (fb_file,) = folder.glob("generator+fallback@llm-ckpt.*.jsonl")
+    alone_rows = {r["id"]: r for r in map(json.loads, alone_file.read_text().splitlines())}
+    fb_rows = {r["id"]: r for r in map(json.loads, fb_file.read_text().splitlines())}
     assert alone_rows.keys() == fb_rows.keys() and len(fb_rows) == 3
     # a random model's words are never supported: with fallback nothing unsupported is left
     assert all(r["supported"] for r in fb_rows.values()) and all(r["mode"] in ("extractive", "abstained") for r in fb_rows.values())
@@ -146,6 +148,13 @@ def test_generator_rows_run_with_a_tiny_checkpoint(tmp_path, tokenizer, monkeypa
         if r["mode"] == "generated":  # it failed the check (or wrote nothing), so the fallback quoted instead
             assert fb_rows[qid]["mode"] == "extractive" and fb_rows[qid]["text"].startswith("“")
     assert fb["questions"] == 3
+    # the same weights resume (nothing new is written); remade weights answer afresh into their own file
+    ev.run(["generator"], data, tmp_path / "work", k=2, model=str(ckpt), max_new_tokens=8, limit=3, progress=False)
+    assert len(alone_file.read_text().splitlines()) == 3 and len(list(folder.glob("generator@*.jsonl"))) == 1
+    torch.manual_seed(1)
+    save_pretrained(GPT(PRESETS["tiny"].replace(vocab_size=len(tok), max_seq_len=512)), tok, ckpt)
+    ev.run(["generator"], data, tmp_path / "work", k=2, model=str(ckpt), max_new_tokens=8, limit=3, progress=False)
+    assert len(list(folder.glob("generator@llm-ckpt.*.jsonl"))) == 2
 
 
 def test_vector_warm_up_is_saved_and_resumed(tmp_path, tokenizer):
