@@ -13,6 +13,7 @@ Stages (each resumable: rerunning the command continues where it stopped, finish
              on this CPU a prose pass long enough to matter costs hours, see SKIPPED_BY_DEFAULT)
   sft        llm/recipes/ragchat-{scale}-sft.toml       (grounded QA, loss on the answer)
   dpo        llm/recipes/ragchat-{scale}-dpo.toml       (grounded/abstaining vs hallucinated)
+  sft-direct, dpo-direct   the same two from the warm start without the prose pass: what pretrain adds (GPU only)
   eval       every stage on the held-out dev articles (ragapp.model_eval), table in BENCHMARKS.md
   ship       the best stage's weights as fp16 safetensors in models/ragchat (+ model card)
 Logs: the training loop's tqdm bars and metrics.jsonl / loss.png in each run folder under runs/ragchat/.
@@ -33,8 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path("runs/ragchat")
 SHIP_DIR = ROOT / "models" / "ragchat"
 PROSE = [DATA / "pretrain" / "enwiki2015.jsonl.gz", DATA / "pretrain" / "gutenberg.jsonl.gz"]
-STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "eval", "ship")
-TRAIN_STAGES = ("pretrain", "sft", "dpo")
+STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "sft-direct", "dpo-direct", "eval", "ship")
+# sft-direct / dpo-direct: the same SFT and DPO from the warm start without the prose pass, which is what the
+# pretrain stage adds (GPU recipe; the CPU recipe's sft is direct already)
+TRAIN_STAGES = ("pretrain", "sft", "dpo", "sft-direct", "dpo-direct")
 CPU_PROSE_DOCS = 2000
 # the GPU recipe's prose: the first 4,400 Wikipedia articles (14.7M tokens; 15.5 MB as xz, what fits beside the
 # warm start in one 64 MiB transfer to the GPU machine the shipped model was trained on)
@@ -48,7 +51,7 @@ DATA_SIZES = {"cpu": dict(sft_examples=32000, dpo_pairs=1000, retrieved=3, conte
               "gpu": dict(sft_examples=80000, dpo_pairs=8000, unanswerable=0.2)}
 # the CPU recipe fine-tunes the warm start directly: a prose pass long enough to help costs hours here, and the
 # grounded answers are mostly copied from the prompt, which the SFT loss itself teaches
-SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain"}, "gpu": set()}
+SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set()}
 # the comparison's budget: the same number of CPU-seconds for each candidate's pretraining and SFT
 COMPARE_SECONDS = {"pretrain": 15 * 60, "sft": 25 * 60}
 
@@ -98,11 +101,12 @@ def data(tokenizer_dir: Path, out: Path, scale: str = "cpu") -> dict:
     return build(BuildConfig(out_dir=str(out), tokenizer=str(tokenizer_dir), **DATA_SIZES[scale]))
 
 
-def train_stage(recipe: str, sets: list[str] | None = None) -> dict:
+def train_stage(scale: str, stage: str, sets: list[str] | None = None) -> dict:
     from llm.recipe import build_config
     from llm.train import train
 
-    cfg = build_config(recipe.split("-")[-1], recipe, None, sets or [])
+    recipe = f"ragchat-{scale}-{stage}"
+    cfg = build_config(stage.split("-")[0], recipe, None, sets or [])
     log(f"training {recipe} -> {cfg.out_dir}")
     summary = train(cfg)
     if summary.get("interrupted"):
@@ -162,7 +166,8 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
         info = train_info(scale, stage)
         kinds = r.get("kinds", {})
         ans = kinds.get("answerable", {})
-        time_s = f"{info['seconds'] / 60:.0f} min" if info else "-"
+        minutes = info["seconds"] / 60 if info else 0.0
+        time_s = (f"{minutes:.1f} min" if minutes < 10 else f"{minutes:.0f} min") if info else "-"
         toks = f"{info['tokens'] / 1e6:.2f}M" if info else "-"
         mark = " (shipped)" if stage == shipped else ""
         rows.append(f"| {stage}{mark} | {time_s} | {toks} | {r['overall_em']:.1f} | {balanced(r):.1f} | {r.get('answerable_em', 0):.1f} "
@@ -179,8 +184,9 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
         f"{prompt_tokens(scale)} tokens), half unanswerable (gold left out, or a name/number of the question swapped for one the passages "
         "never mention). Generator alone (no retrieval, no gate), greedy. \"dev EM (all)\" counts an abstention "
         "on an unanswerable prompt as exact, as SQuAD 2.0 does; \"balanced\" = mean of answerable EM and abstention on "
-        "unanswerable prompts, which chooses the shipped stage. Train time is the loop's own clock on this "
-        "shared 2-core CPU.",
+        "unanswerable prompts, which chooses the shipped stage. Train time is the loop's own clock "
+        + ("on this shared 2-core CPU." if scale == "cpu" else "on one H100 (bf16 autocast); sft-direct and dpo-direct are "
+           "sft and dpo trained from the warm start without the prose pass, so they show what pretrain adds."),
         "",
         *rows,
         *(calibration_markdown(calibration) if calibration else []),
@@ -247,8 +253,8 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
             # ragapp leaves this much of the context to the answer and fills the rest with passages, as in training
             "answer_tokens": BuildConfig(**DATA_SIZES[scale]).answer_tokens,
             "made_by": "python -m ragapp.make_model",
-            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in TRAIN_STAGES],
-            "train": {s: train_info(scale, s) for s in TRAIN_STAGES}}
+            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in TRAIN_STAGES if train_info(scale, s)],
+            "train": {s: train_info(scale, s) for s in TRAIN_STAGES if train_info(scale, s)}}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
     shutil.rmtree(SHIP_DIR, ignore_errors=True)
     os.replace(tmp, SHIP_DIR)
@@ -278,7 +284,7 @@ def run(scale: str, stages: list[str]) -> None:
         data(RUNS / "warmstart", data_dir_, scale)
     for stage in TRAIN_STAGES:
         if stage in stages:
-            train_stage(f"ragchat-{scale}-{stage}")
+            train_stage(scale, stage)
     results = None
     if "eval" in stages:
         results = evaluate(scale, data_dir_ / "dev.jsonl")
