@@ -1,10 +1,9 @@
 """End to end in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
 Open the page, upload a document, ask, watch the answer appear with a citation, click the [n] and
-see the passage, highlighted, in the source panel. Real parts: the MiniLM embedder, the whole
-answer pipeline with the quoted (extractive) answers, which show every part of the page; the shipped
-model abstains on most questions outside its SQuAD-like training (README, "The default chat model"), and
-is tested on its own in test_default_model.py. The README's picture uses the shipped model.
+see the passage, highlighted, in the source panel. Real parts: the MiniLM embedder, the shipped
+default model (models/ragchat) streaming its answer, the citation check. The README's picture is
+taken the same way over the sample corpus.
 
 The screenshot goes to tmp_path; to remake the README's picture over the sample corpus:
 
@@ -25,9 +24,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 DOC = """# Greenhouse notes
 
-The greenhouse heater switches on when the temperature falls below 12 degrees Celsius.
+The greenhouse was built in 2019 on the south side of the garden, where it gets sun from morning to
+evening. Its frame is aluminium and its panes are twin-wall polycarbonate, which keeps the heat in
+better than single glass.
+
+The greenhouse heater switches on when the temperature falls below 12 degrees Celsius. It is an
+electric fan heater of 2 kilowatts, controlled by a thermostat on the middle shelf.
 Tomato seedlings are watered every morning at seven with rain water from the blue tank.
-The vents open automatically above 28 degrees.
+The vents open automatically above 28 degrees, driven by wax cylinders that expand in the heat.
 """
 
 pytestmark = [
@@ -103,7 +107,7 @@ def test_upload_ask_and_open_the_citation(tmp_path):
 
     doc = tmp_path / "greenhouse.md"
     doc.write_text(DOC)
-    service = make_service(tmp_path / "indexes")
+    service = make_service(tmp_path / "indexes", backend="llm")
     with BackgroundServer(service) as url, sync_playwright() as pw:
         browser, page = open_page(pw, url)
         try:
@@ -113,17 +117,17 @@ def test_upload_ask_and_open_the_citation(tmp_path):
             # (Gradio updates the selector a moment after the status; expect() waits up to 10 s for it)
             expect(page.locator("#collections")).to_contain_text("garden", timeout=10_000)
 
-            states = ask(page, "When does the greenhouse heater switch on?")
+            states = ask(page, "When are tomato seedlings watered?")
             final = states[-1]
-            assert "12 degrees" in final and "[1]" in final
+            assert "seven" in final and "[1]" in final
             if service.default_backend != "extractive":
                 assert len(states) >= 3, states  # the model's answer was seen growing
 
             number, opened = open_citation(page)
             assert opened.locator("summary").inner_text().startswith(f"[{number}] greenhouse.md")
             marked = opened.locator("mark").inner_text()
-            assert "12 degrees" in marked or "heater" in marked
-            assert "Tomato seedlings" in opened.inner_text()  # the whole passage, beyond the highlight
+            assert "seven" in marked or "Tomato" in marked
+            assert "greenhouse heater" in opened.inner_text()  # the whole passage, beyond the highlight
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
