@@ -116,24 +116,19 @@ def answer_bits_per_char(model_dir, rows: list[dict], batch_size: int = 8) -> fl
 def abstention_margins(model_dir, rows: list[dict], progress: bool = True) -> tuple[int, list[float]]:
     """(the abstention's first token, per row: its first-step logit minus the best other token's). A
     logit offset b on that token makes the model abstain exactly where margin + b > 0."""
-    import torch
     from tqdm.auto import tqdm
 
     from llm.checkpoint import load_pretrained
+    from ragapp.backends.llm_backend import first_step_margin
     from ragapp.prompt import ABSTENTION
 
     model, tok = load_pretrained(model_dir)
     model.eval()
     first = tok(ABSTENTION, add_special_tokens=False)["input_ids"][0]
     out = []
-    with torch.inference_mode():
-        for r in tqdm(rows, desc="abstention margins", disable=not progress, mininterval=2):
-            prompt = tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False)
-            ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
-            prefix = torch.tensor([ids.shape[1]]) if model.config.prefix_lm else None
-            logits = model.lm_logits(model.hidden_states(ids, prefix_len=prefix)[:, -1]).float()[0]
-            other = torch.cat([logits[:first], logits[first + 1:]]).max()
-            out.append(float(logits[first] - other))
+    for r in tqdm(rows, desc="abstention margins", disable=not progress, mininterval=2):
+        prompt = tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False)
+        out.append(first_step_margin(model, tok, prompt, first))
     return first, out
 
 
@@ -146,21 +141,27 @@ def without_abstention(model_dir, rows: list[dict], progress: bool = True) -> tu
 
 
 def with_bias(plain: list[str], banned: list[str], margins: list[float], bias: float) -> list[str]:
-    """Greedy answers under offset `bias` on the abstention's first token: that token wins where margin > -bias
-    (the plain answer); elsewhere the best other token does, and decoding goes on as in `banned`."""
+    """The answers under offset `bias` on the abstention's first token, as the llm backend serves them.
+    Negative: a logit offset; that token wins where margin > -bias (the plain answer), elsewhere the best other
+    token does and decoding goes on as in `banned`. Positive: a null-answer threshold; the backend abstains
+    outright where margin > -bias, elsewhere the plain answer stands."""
+    from ragapp.prompt import ABSTENTION
+
+    if bias > 0:
+        return [ABSTENTION if m > -bias else p for p, m in zip(plain, margins)]
     return [p if m > -bias else q for p, q, m in zip(plain, banned, margins)]
 
 
 def calibrate_abstention(rows: list[dict], plain: list[str], banned: list[str], margins: list[float]) -> dict:
     """The offset on the abstention's first token that maximises exact match over `rows`, answerable and
-    unanswerable together: SQuAD 2.0 readers' null-answer threshold. Offsets are 0 or negative: a positive
-    one would start answers with that token, and what greedy decoding writes after it is not known here."""
+    unanswerable together: SQuAD 2.0 readers' null-answer threshold. Negative offsets make the model answer
+    more, positive ones abstain more (see `with_bias`)."""
     curve = []
-    for b in [0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -5.0, -6.0, -8.0]:
+    for b in [6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0, -4.0, -5.0, -6.0, -8.0]:
         r = evaluate_rows(rows, with_bias(plain, banned, margins, b))
         curve.append({"bias": b, "overall_em": r["overall_em"], "answerable_em": r.get("answerable_em", 0.0),
                       "abstention": r.get("abstention", 0.0), "false_abstention": r.get("false_abstention", 0.0)})
-    best = max(curve, key=lambda c: (c["overall_em"], c["bias"]))  # ties: the smaller change
+    best = max(curve, key=lambda c: (c["overall_em"], -abs(c["bias"])))  # ties: the smaller change
     return {"abstention_bias": best["bias"], "curve": curve}
 
 

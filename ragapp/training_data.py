@@ -40,7 +40,7 @@ import json
 import os
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ragapp.lexical import term_set
@@ -57,6 +57,7 @@ GOLD_RANK_WEIGHTS = (0.75, 0.15, 0.07, 0.03)
 _QUESTION_WORDS = {"What", "Which", "Who", "Whom", "Whose", "When", "Where", "Why", "How", "In", "On", "At",
                    "The", "A", "An", "Is", "Are", "Was", "Were", "Did", "Does", "Do", "By", "For", "From", "To",
                    "Of", "After", "Before", "During", "According", "Along", "If", "As", "Name", "I"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SWAPPABLE = re.compile(r"\b(?:\d{1,4}(?:,\d{3})*|[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*)\b")
 
 
@@ -348,6 +349,19 @@ class Builder:
             rec["hallucination"] = answer_text(q.answer, 1)  # what a model that ignores the swap says
         return rec
 
+    def removed(self, q: Question) -> dict | None:
+        """The gold passage shown without the sentences that hold the answer: still on the question's topic,
+        as SQuAD 2.0's unanswerable questions are (they were written to look answerable from their paragraph)."""
+        chunks = self.arts.chunks[q.article]
+        gold = chunks[q.gold]
+        kept = [s for s in _SENTENCE_END.split(gold.text) if q.answer.lower() not in s.lower()]
+        text = " ".join(kept).strip()
+        if len(kept) < 2 or len(text) < 100:
+            return None
+        ranked = [replace(gold, text=text)] + [chunks[k] for k in self.ranked_distractors(q, {q.gold})][: self.cfg.retrieved - 1]
+        shown = self.fitter.fit(q.question, ranked)
+        return self._record(q.question, shown, ABSTENTION, "removed", q, None)
+
     def _record(self, question, shown, answer, kind, q: Question | None, n) -> dict | None:
         if not shown:
             return None
@@ -528,6 +542,21 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 FILES = ("sft.jsonl", "sft-val.jsonl", "dpo.jsonl", "dpo-val.jsonl", "dev.jsonl")
+
+
+def calibration_rows(cfg: BuildConfig, n: int = 600, progress: bool = False) -> list[dict]:
+    """Held-out prompts for tuning the abstention offset, from the dev articles (never trained on): half
+    answerable, half "removed" (the gold passage without its answer sentences), the mix of SQuAD 2.0."""
+    train_arts, dev_arts = split_articles(load_squad(), cfg.dev_articles, cfg.seed)
+    fitter = PromptFitter(cfg.tokenizer, cfg.context_tokens, cfg.answer_tokens)
+    dev = Articles(dev_arts, Chunker(), progress)
+    rng = random.Random(cfg.seed + 2)
+    builder = Builder(cfg, dev, fitter, rng)
+    questions = dev.questions[:]
+    rng.shuffle(questions)
+    rows, used = _sft_examples(builder, questions, n // 2, {"answerable": 1.0}, rng)
+    more, _ = _sft_examples(builder, questions[used:], n - len(rows), {"removed": 1.0}, rng)
+    return rows + more
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ragapp.errors import GeneratorError
 from ragapp.generator import Generator, Messages, StopFilter, check_generation_args
+from ragapp.prompt import ABSTENTION
 
 END = "<|end|>"  # closes a turn in llm's chat template (llm.tokenizer.CHAT_TEMPLATE)
 
@@ -72,10 +73,20 @@ class LLMGenerator(Generator):
 
             recaser = Recaser("\n".join(m["content"] for m in messages), self.normalize)
         with self.lock:
+            bias = self.first_token_bias
+            if bias and next(iter(bias.values())) > 0:
+                # a positive offset is a null-answer threshold: abstain outright where the abstention's first
+                # token comes within `offset` of the best other token (what greedy decoding writes after a
+                # forced first token is not known, so it is never forced)
+                (token, offset), = bias.items()
+                if first_step_margin(self.model, self.tokenizer, prompt, token) + offset > 0:
+                    yield ABSTENTION
+                    return
+                bias = None
             pieces = stream(
                 self.model, self.tokenizer, prompt, max_new_tokens=min(max_new_tokens, budget),
                 temperature=temperature, stop=stops, prefix_lm=self.prefix_lm,
-                first_token_bias=self.first_token_bias,
+                first_token_bias=bias,
             )
             try:
                 for piece in pieces:
@@ -93,6 +104,18 @@ class LLMGenerator(Generator):
                     yield tail
             finally:
                 pieces.close() if hasattr(pieces, "close") else None
+
+
+def first_step_margin(model, tokenizer, prompt: str, token: int) -> float:
+    """The first answer step's logit of `token` minus the best other token's, for the rendered `prompt`."""
+    import torch
+
+    with torch.inference_mode():
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=model.lm_head.weight.device)
+        prefix = torch.tensor([ids.shape[1]], device=ids.device) if model.config.prefix_lm else None
+        logits = model.lm_logits(model.hidden_states(ids, prefix_len=prefix)[:, -1]).float()[0]
+    other = torch.cat([logits[:token], logits[token + 1:]]).max()
+    return float(logits[token] - other)
 
 
 def training_card(path: Path) -> dict:
@@ -128,8 +151,6 @@ def abstention_bias(path: Path, tokenizer) -> dict[int, float] | None:
     maximised exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer
     threshold). None when the checkpoint has none."""
     import math
-
-    from ragapp.prompt import ABSTENTION
 
     card = Path(path) / "training.json"
     bias = training_card(path).get("abstention_bias")

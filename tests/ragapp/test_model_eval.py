@@ -60,6 +60,38 @@ def test_abstention_offset_is_tuned_for_exact_match():
     assert best["overall_em"] == 100.0 and best["false_abstention"] == 0.0
 
 
+def test_a_positive_offset_is_a_null_answer_threshold():
+    from ragapp.model_eval import calibrate_abstention, with_bias
+
+    rows = [row("answerable", ["Ada"], 1), row("answerable", ["1843"], 1), row("removed"), row("missing")]
+    plain = ["Ada [1]", "1843 [1]", "Babbage [1]", "1842 [1]"]  # the model answers everywhere...
+    banned = plain
+    margins = [-5.0, -3.5, -0.8, -1.2]                         # ...unsure on the two it should not answer
+    assert with_bias(plain, banned, margins, 1.0) == ["Ada [1]", "1843 [1]", ABSTENTION, "1842 [1]"]
+    tuned = calibrate_abstention(rows, plain, banned, margins)
+    assert tuned["abstention_bias"] == 1.5  # the smallest threshold that abstains on both, answers both others
+    assert next(c for c in tuned["curve"] if c["bias"] == 1.5)["overall_em"] == 100.0
+
+
+def test_backend_abstains_outright_under_a_positive_offset(tmp_path):
+    import json
+
+    from _train_fixtures import save_tiny_model, tokenizer
+
+    from ragapp.backends.llm_backend import LLMGenerator, first_step_margin
+
+    model_dir = save_tiny_model(tmp_path, tokenizer(tmp_path))
+    gen = LLMGenerator(model_dir)
+    messages = row("answerable", ["Ada"], 1)["messages"][:2]
+    token = gen.tokenizer(ABSTENTION, add_special_tokens=False)["input_ids"][0]
+    margin = first_step_margin(gen.model, gen.tokenizer, gen.render(messages), token)
+    assert margin < 0 and not gen.generate(messages, max_new_tokens=4).startswith(ABSTENTION)  # random weights
+    for offset, abstains in [(-margin + 0.5, True), (-margin - 0.5, False)]:
+        (model_dir / "training.json").write_text(json.dumps({"abstention_bias": max(offset, 0.25)}))
+        text = LLMGenerator(model_dir).generate(messages, max_new_tokens=4)
+        assert (text == ABSTENTION) == abstains, (offset, margin, text)
+
+
 def test_backend_reads_the_checkpoints_abstention_offset(tmp_path):
     import json
 

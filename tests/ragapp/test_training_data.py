@@ -222,3 +222,16 @@ def test_fast_token_count_equals_the_tokenizer(tokenizer_dir):
     for text in ["<|system|>\nHello, WORLD!<|end|>\n<|user|>\nDocuments:\n[1] a.txt\n\"\"\"\nCafé 1,066 co-op\n\"\"\"",
                  "x\n\n\ny  z", SYSTEM_PROMPT]:
         assert count.fast(text) == count.slow(text) == len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def test_calibration_rows_keep_the_gold_passage_without_its_answer(built):
+    T, cfg, manifest, _ = built
+    rows = T.calibration_rows(cfg, n=6)
+    dev_prefix = T.safe_name(manifest["dev_articles"][0]) + "/"
+    assert rows and all(r["source"].startswith(dev_prefix) for r in rows)  # held-out articles only
+    removed = [r for r in rows if r["kind"] == "removed"]
+    assert removed and {r["kind"] for r in rows} <= {"answerable", "missing", "removed"}
+    for r in removed:
+        assert r["messages"][-1]["content"] == ABSTENTION and r["source"] in r["shown"]  # the gold chunk, cut
+        answer = r["original"]["answer"].lower()
+        assert all(answer not in text.lower() for text in _passages(r["messages"][1]["content"]).values())
