@@ -67,9 +67,18 @@ def upload(page, path: Path, collection: str) -> str:
     target = page.locator("#target input")
     target.fill(collection)
     target.press("Enter")
-    page.click("#add-btn")
     status = page.locator("#status")
-    status.get_by_text(f"✓ {collection}:").wait_for(timeout=120_000)
+    done = status.get_by_text(f"✓ {collection}:")
+    # the page's own refusals (an error toast): a click that races the upload box or the typed name
+    refused = page.get_by_text("no file chosen").or_(page.get_by_text("no collection named"))
+    for attempt in range(2):
+        page.click("#add-btn")
+        done.or_(refused).first.wait_for(timeout=120_000)
+        if done.is_visible():
+            break
+        print(f"add refused ({refused.first.inner_text()!r}); clicking again")
+        page.wait_for_timeout(1_000)
+    done.wait_for(timeout=120_000)
     return status.inner_text()
 
 
@@ -117,16 +126,16 @@ def test_upload_ask_and_open_the_citation(tmp_path):
             # (Gradio updates the selector a moment after the status; expect() waits up to 10 s for it)
             expect(page.locator("#collections")).to_contain_text("garden", timeout=10_000)
 
-            states = ask(page, "When are tomato seedlings watered?")
+            states = ask(page, "At what temperature do the vents open?")
             final = states[-1]
-            assert "seven" in final and "[1]" in final
+            assert "28 degrees" in final and "[1]" in final
             if service.default_backend != "extractive":
                 assert len(states) >= 3, states  # the model's answer was seen growing
 
             number, opened = open_citation(page)
             assert opened.locator("summary").inner_text().startswith(f"[{number}] greenhouse.md")
             marked = opened.locator("mark").inner_text()
-            assert "seven" in marked or "Tomato" in marked
+            assert "28 degrees" in marked or "vents" in marked
             assert "greenhouse heater" in opened.inner_text()  # the whole passage, beyond the highlight
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         except Exception:
