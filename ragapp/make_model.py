@@ -148,7 +148,9 @@ def train_info(scale: str, stage: str) -> dict:
 
 def calibration_markdown(cal: dict) -> list[str]:
     rows = ["", f"The shipped stage's answers with the abstention offset (`abstention_bias` {cal['abstention_bias']:g} "
-            "in its training.json, added to the logit of the abstention's first token at the first step). Tuned for "
+            "in its training.json; negative: a logit offset on the abstention's first token at the first step; positive: "
+            "a null-answer threshold, the backend abstains where the abstention's first-step logit comes within that "
+            "much of the best other token's). Tuned for "
             "exact match on one half of the dev rows plus `calibration.jsonl` (600 more prompts of the dev articles: "
             "half answerable, half with the answer's sentences removed from the gold passage, the kind of "
             "unanswerable question SQuAD 2.0 is made of), scored here on the other half:", "",
