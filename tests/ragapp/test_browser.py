@@ -147,7 +147,7 @@ def test_upload_ask_and_open_the_citation(tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 20_000
 
 
-def screenshot(out: Path, question: str = "What is the default chunk overlap?") -> None:
+def screenshot(out: Path, question: str = "Which torch version does the first run install?") -> None:
     """The README's picture: the sample corpus, one question, its first citation opened."""
     from playwright.sync_api import sync_playwright
 
