@@ -73,11 +73,15 @@ class BuildConfig:
     dpo_pairs: int = 3000
     dev_examples: int = 600        # half answerable, half unanswerable
     unanswerable: float = 0.3      # share of unanswerable SFT examples (preference tuning then teaches the hard cases)
+    removed_weight: float = 0.0    # weight of "removed" (gold passage without its answer sentences) among the
+                                   # synthetic unanswerable kinds of SFT_MIX (missing 0.2, swapped 0.1, elsewhere 0.03)
     seed: int = 0
 
     def fingerprint(self) -> str:
         d = asdict(self)
         d.pop("out_dir")
+        if not d["removed_weight"]:
+            d.pop("removed_weight")  # data built before the field existed keeps its fingerprint
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -588,8 +592,9 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     n_real = min(round(cfg.sft_examples * REAL_UNANSWERABLE), round(cfg.sft_examples * cfg.unanswerable))
     n_squad = cfg.sft_examples - n_real
     u = max(0.0, (cfg.sft_examples * cfg.unanswerable - n_real) / max(1, n_squad))  # synthetic share
-    synthetic = sum(v for k, v in SFT_MIX.items() if k != "answerable")
-    mix = {"answerable": 1 - u, **{k: u * v / synthetic for k, v in SFT_MIX.items() if k != "answerable"}}
+    sft_mix = {**SFT_MIX, **({"removed": cfg.removed_weight} if cfg.removed_weight else {})}
+    synthetic = sum(v for k, v in sft_mix.items() if k != "answerable")
+    mix = {"answerable": 1 - u, **{k: u * v / synthetic for k, v in sft_mix.items() if k != "answerable"}}
     bar = tqdm(total=cfg.sft_examples + cfg.dpo_pairs, desc="building examples", disable=not progress, mininterval=2)
     sft, used = _sft_examples(builder, questions, n_squad, mix, rng, bar)
     sft += subjqa_records(fitter, chunker, rng, n_real // 2 - n_real // 8, n_real // 8)

@@ -235,3 +235,18 @@ def test_calibration_rows_keep_the_gold_passage_without_its_answer(built):
         assert r["messages"][-1]["content"] == ABSTENTION and r["source"] in r["shown"]  # the gold chunk, cut
         answer = r["original"]["answer"].lower()
         assert all(answer not in text.lower() for text in _passages(r["messages"][1]["content"]).values())
+
+
+def test_removed_weight_adds_gold_passages_without_their_answer(built, tokenizer_dir, tmp_path):
+    T, cfg, _, _ = built
+    from dataclasses import replace
+
+    heavy = replace(cfg, out_dir=str(tmp_path / "data"), unanswerable=0.5, removed_weight=5.0)
+    assert heavy.fingerprint() != cfg.fingerprint() and replace(cfg, removed_weight=0.0).fingerprint() == cfg.fingerprint()
+    manifest = T.build(heavy, progress=False)
+    assert manifest["counts"]["sft"].get("removed", 0) >= 3
+    for r in _rows(tmp_path / "data" / "sft.jsonl"):
+        if r["kind"] == "removed":
+            assert r["messages"][-1]["content"] == ABSTENTION and r["source"] in r["shown"]
+            answer = r["original"]["answer"].lower()
+            assert all(answer not in text.lower() for text in _passages(r["messages"][1]["content"]).values())
