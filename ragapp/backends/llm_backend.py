@@ -146,10 +146,11 @@ def answer_tokens(path: Path) -> int | None:
 
 
 def abstention_bias(path: Path, tokenizer) -> dict[int, float] | None:
-    """The checkpoint's calibrated offset on the abstention's first token ({token id: logit offset}), from
-    the `abstention_bias` of its training.json (python -m ragapp.make_model writes it: the offset that
-    maximised exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer
-    threshold). None when the checkpoint has none."""
+    """The checkpoint's calibrated offset on the abstention's first token ({token id: offset}), from the
+    `abstention_bias` of its training.json (python -m ragapp.make_model writes it: the offset that maximised
+    exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer threshold).
+    Negative: a logit bias at the first step; positive: a null-answer threshold (`LLMGenerator.stream`).
+    None when the checkpoint has none."""
     import math
 
     card = Path(path) / "training.json"
