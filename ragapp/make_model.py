@@ -276,12 +276,13 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
     tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tok, tmp, dtype=torch.float16)  # half the size; load_pretrained upcasts to fp32
+    trained_stages = {s: info for s in TRAIN_STAGES if (info := train_info(scale, s))}
     card = {"stage": best, "scale": scale, "dev": trained[best], **calibration,
             # ragapp leaves this much of the context to the answer and fills the rest with passages, as in training
             "answer_tokens": BuildConfig(**DATA_SIZES[scale]).answer_tokens,
             "made_by": "python -m ragapp.make_model",
-            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in TRAIN_STAGES if train_info(scale, s)],
-            "train": {s: train_info(scale, s) for s in TRAIN_STAGES if train_info(scale, s)}}
+            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in trained_stages],
+            "train": trained_stages}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
     shutil.rmtree(SHIP_DIR, ignore_errors=True)
     os.replace(tmp, SHIP_DIR)
