@@ -551,7 +551,7 @@ FILES = ("sft.jsonl", "sft-val.jsonl", "dpo.jsonl", "dpo-val.jsonl", "dev.jsonl"
 def calibration_rows(cfg: BuildConfig, n: int = 600, progress: bool = False) -> list[dict]:
     """Held-out prompts for tuning the abstention offset, from the dev articles (never trained on): half
     answerable, half "removed" (the gold passage without its answer sentences), the mix of SQuAD 2.0."""
-    train_arts, dev_arts = split_articles(load_squad(), cfg.dev_articles, cfg.seed)
+    _, dev_arts = split_articles(load_squad(), cfg.dev_articles, cfg.seed)
     fitter = PromptFitter(cfg.tokenizer, cfg.context_tokens, cfg.answer_tokens)
     dev = Articles(dev_arts, Chunker(), progress)
     rng = random.Random(cfg.seed + 2)
