@@ -37,7 +37,7 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragapp.errors import GeneratorError, IndexNotFound, RagError
+from ragapp.errors import GeneratorError, IndexNotFound, RagError, TooManyAttempts
 from ragapp.server import Busy, Forbidden, RagService
 from ragapp.types import Answer, Citation, Passage
 from ragapp.uploads import UploadTooLarge
@@ -48,7 +48,7 @@ class Unauthorized(RagError):
 
 
 STATUS = [(Unauthorized, 401), (Forbidden, 403), (IndexNotFound, 404), (Busy, 409), (UploadTooLarge, 413),
-          (GeneratorError, 400), (RagError, 400)]
+          (TooManyAttempts, 429), (GeneratorError, 400), (RagError, 400)]
 
 
 def status_of(err: RagError) -> int:
@@ -139,62 +139,16 @@ def conversation(messages: list[Message]) -> tuple[str, list[tuple[str, str]]]:
 # ----------------------------------------------------------------------------- the app
 
 
-class UploadSizeLimit:
-    """Refuses an upload request over the limit while it arrives (413), before it is spooled to
-    disk: by its Content-Length when it has one, else by counting the body as it is received."""
-
-    SLACK = 64 * 1024  # multipart headers and the form fields
-
-    def __init__(self, app, path: str, limit: int):
-        self.app, self.path, self.limit = app, path, limit + self.SLACK
-        self.message = f"the upload is over {limit / (1024 * 1024):g} MB in all; upload fewer files at a time"
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
-        seen, over, answered = 0, False, False
-
-        async def counted():
-            # past the limit the app is told the client left, which ends its parsing of the body
-            nonlocal seen, over
-            if over:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                over = True
-                return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message):
-            nonlocal answered
-            if not over:
-                return await send(message)
-            if not answered:
-                answered = True
-                await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
-
-        try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if not over:
-                raise
-        if over and not answered:
-            await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
-
-
 def create_app(service: RagService) -> FastAPI:
     app = FastAPI(title="ragapp", version=_version(), description=__doc__.split("\n\n")[0],
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
     app.state.service = service
-    app.add_middleware(UploadSizeLimit, path="/v1/documents", limit=service.config.limits.max_total_bytes)
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, err: RagError):
         headers = {"WWW-Authenticate": 'Basic realm="ragapp"'} if isinstance(err, Unauthorized) else None
+        if isinstance(err, TooManyAttempts):
+            headers = {"Retry-After": str(err.retry_after)}
         return JSONResponse({"detail": str(err)}, status_code=status_of(err), headers=headers)
 
     def user(request: Request) -> str | None:
@@ -211,8 +165,12 @@ def create_app(service: RagService) -> FastAPI:
         except ValueError:
             raise Unauthorized("log in: send HTTP Basic credentials (curl -u USER:PASSWORD) "
                                "or Authorization: Bearer USER:PASSWORD") from None
+        address = request.client.host if request.client else None
+        service.throttle.check(name, address)
         if not service.users.check(name, password):
+            service.throttle.failed(name, address)
             raise Unauthorized("wrong user name or password")
+        service.throttle.succeeded(name, address)
         return name
 
     @app.get("/v1/collections", tags=["documents"])
@@ -354,24 +312,84 @@ def build_app(service: RagService) -> FastAPI:
     app = create_app(service)
     demo = build_demo(service)
     auth = service.users.check if service.auth else None
-    return gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, head=HEAD, footer_links=["api", "settings"],
-                               max_file_size=service.config.limits.max_file_bytes, show_error=True,
-                               ssr_mode=False, auth_message="ragapp: log in to chat with your documents")
+    app = gr.mount_gradio_app(app, demo, path="/", auth=auth, css=CSS, head=HEAD, footer_links=["api", "settings"],
+                              max_file_size=service.config.limits.max_file_bytes, show_error=True,
+                              ssr_mode=False, auth_message="ragapp: log in to chat with your documents")
+    # Gradio checks that a file value names a file its upload route wrote only once `has_launched`
+    # is set, which launch() does and mount_gradio_app does not. Set it here; the page's handlers
+    # also check every file themselves (PageHandlers._uploaded), so neither check stands alone.
+    demo.has_launched = True
+    return guarded(app, service)
 
 
-def run_server(service: RagService) -> None:
+def guarded(app, service: RagService):
+    """The app behind the request guards, outermost first: same-origin, login throttle, upload limits."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    from ragapp.same_origin import SameOriginGuard, allowed_hosts
+    from ragapp.throttle import GradioLoginGuard
+    from ragapp.ui import gradio_upload_folder
+    from ragapp.upload_guard import UploadGuard
+
+    cfg = service.config
+    app.add_middleware(UploadGuard, paths=UPLOAD_ROUTES, limits=cfg.limits, upload_folder=gradio_upload_folder)
+    if service.auth:
+        app.add_middleware(GradioLoginGuard, throttle=service.throttle)
+    if cfg.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_credentials=True,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(SameOriginGuard, hosts=allowed_hosts(cfg.host, cfg.allowed_hosts), origins=cfg.allowed_origins)
+    return app
+
+
+UPLOAD_ROUTES = ("/v1/documents", "/gradio_api/upload")
+
+
+def run_server(service: RagService, grace: int = 3, deadline: float = 8.0) -> None:
+    """Serve until SIGTERM or Ctrl-C, then stop within `deadline` seconds whatever is running.
+
+    Left to itself, uvicorn waits for every open connection to end before it exits, with no time
+    limit, and some never end on their own: an upload waiting for its indexing job (POST
+    /v1/documents?wait=true), the heartbeat stream of each open page, a long chat. So on shutdown:
+    indexing is stopped at once (RagService.close: the index is crash-safe, and the interrupted work
+    is redone at the next start), which also answers the requests waiting for it; connections
+    still open after `grace` seconds are cut; and if the process is still alive `deadline` seconds
+    after the shutdown began (a thread that does not stop), it exits anyway."""
+    import asyncio
+    import logging
+    import os
     import sys
 
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            def hard_stop() -> None:
+                time.sleep(deadline)
+                print(f"ragapp: still busy {deadline:.0f} s after the shutdown began; exiting now (the indexes "
+                      "are crash-safe: interrupted indexing is finished at the next start)", file=sys.stderr)
+                os._exit(1)
+
+            threading.Thread(target=hard_stop, name="ragapp-shutdown-deadline", daemon=True).start()
+            # Each stream still open after the grace period (a page's heartbeat) would be logged as
+            # an error with a traceback; here that is just the shutdown (as in BackgroundServer).
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+            await asyncio.gather(asyncio.to_thread(service.close, grace), super().shutdown(sockets))
 
     app = build_app(service)
     host = service.config.host
     shown = f"[{host}]" if ":" in host else host
     print(f"ragapp: open http://{shown}:{service.config.port}/  (API: /v1/..., docs: /docs)", file=sys.stderr)
+    server = Server(uvicorn.Config(app, host=host, port=service.config.port, log_level="warning",
+                                   timeout_graceful_shutdown=grace))
     try:
-        uvicorn.run(app, host=host, port=service.config.port, log_level="warning")
+        server.run()  # as uvicorn.run(app, ...) does
+    except KeyboardInterrupt:
+        pass
     finally:
-        service.close()
+        service.close(grace)
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits
 
 
 class BackgroundServer:

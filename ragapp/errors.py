@@ -31,3 +31,11 @@ class GeneratorError(RagError):
 
 class MissingDependency(RagError, ImportError):
     """An optional backend is not installed; the message says what to pip install."""
+
+
+class TooManyAttempts(RagError):
+    """Login back-off (ragapp.throttle): the HTTP API answers 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after

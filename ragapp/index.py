@@ -237,11 +237,13 @@ class Index:
             fh.close()
 
     def sync(self, folder: Path, embedder: Embedder | None = None, progress: bool = True,
-             max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:
-        """Bring the index in step with `folder`: see ragapp.sync. `log` gets one line per bad file."""
+             max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None, within: list[Path] | None = None) -> SyncReport:
+        """Bring the index in step with `folder`: see ragapp.sync. `log` gets one line per bad file;
+        `within`: folders that files must resolve into (ragapp.loaders.scan_folder)."""
         from ragapp.sync import sync_folder
 
-        return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes, log=log)
+        return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes, log=log,
+                           within=within)
 
     def add_files(self, paths: list[Path], base: Path | None = None, embedder: Embedder | None = None,
                   progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:

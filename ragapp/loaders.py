@@ -58,12 +58,15 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("~$")
 
 
-def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+def scan_folder(folder: Path, within: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
     """(supported files, unsupported files), both sorted; recursive; hidden files and folders ignored.
 
-    Symlinked files are followed, symlinked folders are not (they can form loops).
+    Symlinked files are followed, symlinked folders are not (they can form loops). `within`: only
+    files that resolve (symlinks followed) inside one of these folders are listed; the server
+    passes its --folder-root folders, so a link cannot lead a user to a file outside them.
     """
     folder = Path(folder)
+    roots = None if within is None else [Path(r).resolve() for r in within]
     if not folder.exists():
         raise InvalidInput(f"{folder}: folder not found")
     if not folder.is_dir():
@@ -81,6 +84,9 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
                 continue
             path = Path(root, name)
             if not path.is_file():  # broken symlink, socket, fifo
+                continue
+            if roots is not None and not any(path.resolve().is_relative_to(r) for r in roots):
+                log.warning("%s: links outside the allowed folders; not indexed", path)
                 continue
             (supported if path.suffix.lower() in SUPPORTED_EXTENSIONS else skipped).append(path)
     return sorted(supported), sorted(skipped)

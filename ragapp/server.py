@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 from ragapp.config import DEFAULT_EMBEDDER, DEFAULT_HOST, DEFAULT_INDEX_DIR, DEFAULT_K, DEFAULT_PORT
 from ragapp.errors import IndexNotFound, InvalidInput, RagError
+from ragapp.throttle import LoginThrottle
 from ragapp.uploads import UploadLimits, check_batch, clear_partial, remove_upload, save_uploads
 
 SEP = "--"  # between user and collection in the index name (user names have no "-")
@@ -58,6 +59,8 @@ class ServeConfig:
     folder_roots: list[Path] | None = None  # where the page may index server folders (None: anywhere)
     embedder: str = DEFAULT_EMBEDDER  # for collections created by an upload
     k: int = DEFAULT_K
+    allowed_hosts: list[str] = field(default_factory=list)  # --allowed-host: Host names besides loopback and --host
+    allowed_origins: list[str] = field(default_factory=list)  # --allowed-origin: other sites trusted (CORS on for them)
 
     def __post_init__(self) -> None:
         from ragapp.index import check_name
@@ -124,6 +127,14 @@ class Job:
     started: float = 0.0
     finished: float = 0.0
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)  # set by RagService.close
+
+    def interrupted(self, message: str) -> None:
+        """End a job that close() stopped before it could run (it stays queued otherwise, and a
+        request waiting for it would wait for ever)."""
+        if not self.done_event.is_set():
+            self.status, self.message, self.finished = "failed", message, time.time()
+            self.done_event.set()
 
     def progress(self) -> tuple[int, int]:
         """(files done, files in all) while running; sync reports progress only through its tqdm
@@ -159,6 +170,7 @@ class RagService:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-index")
+        self.throttle = LoginThrottle()
         config.index_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -384,14 +396,16 @@ class RagService:
         if not trusted and not self.writable(user, collection):
             raise Forbidden(f"collection {collection!r} is shared read-only; index into a collection of your own")
         real = self.real_name(user, collection) if not trusted else collection
-        path = Path(str(folder)).expanduser()
-        if not str(folder).strip() or not path.is_dir():
-            raise InvalidInput(f"{folder}: no such folder on the server; give the path of a folder of documents")
-        path = path.resolve()
-        roots = self.config.folder_roots
-        if not trusted and roots is not None and not any(path.is_relative_to(r.resolve()) for r in roots):
+        if not str(folder).strip():
+            raise InvalidInput("no folder given; give the path of a folder of documents on the server")
+        path = Path(str(folder)).expanduser().resolve()  # links resolved before the check, not after
+        roots = None if trusted else self.config.folder_roots
+        if roots is not None and not any(path.is_relative_to(r.resolve()) for r in roots):
+            # said before looking at the folder, so the answer never tells which folders exist
             where = ", ".join(str(r) for r in roots) or "nowhere (start the server with --folder-root DIR)"
-            raise Forbidden(f"{path}: indexing server folders is allowed only under {where}")
+            raise Forbidden(f"{folder}: indexing server folders is allowed only under {where}")
+        if not path.is_dir():
+            raise InvalidInput(f"{folder}: no such folder on the server; give the path of a folder of documents")
         with self._write_lock(real):
             try:
                 Index.open(real, self.config.index_dir).close()
@@ -399,7 +413,7 @@ class RagService:
                 Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
 
         def work(index):
-            return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True)
+            return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True, within=roots)
 
         # the server's own folder (--folder) is not shown to users in full
         return self._submit(owner, collection, real, f"folder {path.name if trusted else path}", work)
@@ -434,13 +448,19 @@ class RagService:
 
     def _run(self, job: Job, work) -> None:
         from ragapp.index import Index
+        from ragapp.sync import Interrupted, stop_when
 
+        if job.done_event.is_set():  # ended by close() before it could start
+            return
         job.started = time.time()
         try:
             with self._write_lock(job.index):
                 job.status = "running"
+                if job.stop.is_set():
+                    raise Interrupted(f"indexing {job.collection!r} was stopped by the server's shutdown before it began")
                 with Index.open(job.index, self.config.index_dir) as index:
-                    report = work(index)
+                    with stop_when(job.stop):  # close() stops the sync between two commits
+                        report = work(index)
                     info = index.info()
             job.report = {k: getattr(report, k) for k in ("added", "updated", "removed", "unchanged", "renamed",
                                                           "skipped", "chunks_added", "chunks_removed", "seconds")}
@@ -504,8 +524,28 @@ class RagService:
             notes.append(f"indexing {self.config.folder} into {name!r} in the background (job {job.id})")
         return notes
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, timeout: float | None = None) -> None:
+        """Stop indexing, without waiting for it to finish: the running job stops at its next
+        check (ragapp.sync.stop_when: within one file or one slice of embeddings), queued ones
+        never start; all end "failed" (interrupted), which also answers the requests waiting for
+        them. Nothing is lost: every commit holds whole files, so the index is as after a kill;
+        start() resumes the uploads not indexed yet, and a folder is synced again incrementally.
+        Waits up to `timeout` seconds (None: as long as it takes) for the running job to stop.
+        May be called more than once (`ragapp serve` calls it when shutdown begins, and at exit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for job in jobs:
+            if job.status == "queued":
+                job.interrupted(f"indexing {job.what} into {job.collection!r} was cancelled by the server's shutdown; "
+                                "index it again (uploads resume by themselves when the server starts)")
+        for job in jobs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.done_event.wait(left):
+                break
 
 
 # ----------------------------------------------------------------------------- ragapp serve
@@ -532,6 +572,12 @@ def serve_args(p) -> None:
     p.add_argument("--folder-root", type=Path, action="append", dest="folder_roots", metavar="DIR",
                    help="the page may index server folders only under DIR (repeatable). Default: anywhere on "
                         "127.0.0.1 without --auth, nowhere otherwise")
+    p.add_argument("--allowed-host", action="append", dest="allowed_hosts", metavar="NAME", default=[],
+                   help="a host name users type to reach the server, besides 127.0.0.1, localhost and --host "
+                        "(repeatable); requests naming any other Host are refused (DNS rebinding)")
+    p.add_argument("--allowed-origin", action="append", dest="allowed_origins", metavar="URL", default=[],
+                   help="another site whose pages may call this server (repeatable, e.g. https://intranet.example); "
+                        "by default only the server's own page may change anything, and CORS is off")
     _add_index_dir(p)
 
 
@@ -552,7 +598,8 @@ def serve_run(args) -> int:
     roots = args.folder_roots if args.folder_roots else (None if users is None and _loopback(args.host) else [])
     config = ServeConfig(index_dir=args.index_dir, collections=list(dict.fromkeys(args.indexes)), folder=args.folder,
                          backend=args.backend, model=args.model, host=args.host, port=args.port, limits=limits,
-                         folder_roots=roots, k=args.k)
+                         folder_roots=roots, k=args.k, allowed_hosts=args.allowed_hosts,
+                         allowed_origins=args.allowed_origins)
     for name in config.collections[1 if args.folder else 0:]:
         Index.open(name, config.index_dir).close()  # IndexNotFound says how to create it
     if not _loopback(args.host) and users is None:
@@ -560,6 +607,9 @@ def serve_run(args) -> int:
         print(f"{bar}\nWARNING: serving on {args.host}:{args.port} WITHOUT LOGIN. Anyone who can reach this machine "
               f"can read,\nupload and delete your documents. Use --auth FILE (python -m ragapp.auth add FILE NAME).\n{bar}",
               file=sys.stderr)
+    if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
+        print(f"note: --host {args.host} answers to any host name; name the ones users type with --allowed-host NAME "
+              "to refuse DNS-rebinding requests", file=sys.stderr)
     service = RagService(config, users=users)
     note = service.check_generator()
     if note:

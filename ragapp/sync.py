@@ -12,22 +12,27 @@ Then the files that left the folder are removed, and content no file points at i
 Every commit is one SQLite transaction holding whole files, so a run killed at any moment
 (Ctrl-C, kill -9, power cut) leaves each file either at its old or its new state; the next run
 sees the rest as not done yet and finishes the job. Nothing is lost or stored twice.
+The server relies on this to stop quickly (`stop_when`): an interrupted run just ends between two
+commits, like a killed one, and the next run finishes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragapp.config import DEFAULT_MAX_FILE_BYTES
-from ragapp.errors import LoaderError
+from ragapp.errors import LoaderError, RagError
 from ragapp.store import FileRow, NewChunk
 
 if TYPE_CHECKING:
@@ -37,6 +42,29 @@ if TYPE_CHECKING:
 EMBED_GROUP = 256  # chunks embedded (and committed) together: long enough for well-filled batches
 PARSE_AHEAD = 8  # files parsed ahead of the embedder
 SAVE_EVERY_S = 60.0  # the FAISS cache is rewritten at most this often during a long run
+STOP_SLICE = 32  # chunks embedded between two looks at the stop event (a second or two on CPU)
+
+
+class Interrupted(RagError):
+    """The run was stopped (server shutdown) between two commits: what was committed stays."""
+
+
+# The stop event of the runs started in this context (the server's indexing thread): None for the
+# CLI. A context variable, so that the server's job functions need not pass it through.
+_STOP: ContextVar[threading.Event | None] = ContextVar("ragapp_sync_stop", default=None)
+
+
+@contextmanager
+def stop_when(event: threading.Event) -> Iterator[None]:
+    """Runs started inside stop soon after `event` is set, raising Interrupted: before each file
+    is planned, between commits, and between slices of STOP_SLICE chunks being embedded. The index
+    is left as after a kill (every commit holds whole files); running the same sync or upload
+    again finishes the job without embedding anything twice."""
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
 
 
 @dataclass
@@ -101,6 +129,13 @@ class _Syncer:
         self.report = SyncReport()
         self.repoints: list[tuple[str, list[str]]] = []  # new paths pointed at stored content
         self.last_save = time.monotonic()
+        self.stop = _STOP.get()
+
+    def check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted(f"indexing {self.index.name!r} was interrupted by the server's shutdown after "
+                              f"{self.report.added + self.report.updated} file(s); the rest is indexed when it "
+                              "runs again (uploads resume by themselves when the server starts)")
 
     def fail(self, rel: str, reason: str, had_row: bool = False) -> None:
         if had_row:
@@ -123,6 +158,7 @@ class _Syncer:
     def plan(self, items: list[tuple[Path, str]], bar) -> list[_Job]:
         jobs: dict[str, _Job] = {}
         for path, rel in items:
+            self.check_stop()
             try:
                 st = path.stat()
             except OSError as exc:
@@ -200,6 +236,7 @@ class _Syncer:
                 (job, pool.submit(parse, job)) for job in [next(todo) for _ in range(min(PARSE_AHEAD, len(jobs)))]
             )
             while queue:
+                self.check_stop()
                 job, future = queue.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
@@ -229,7 +266,16 @@ class _Syncer:
         texts = [c.text for job in group for c in job.chunks]
         # Batches of 32: on CPU each runs whole on one thread; 64 would add ~250 MB of peak memory
         # (attention scores of 64 x 12 heads x 256 x 256 floats) and was not faster (measured).
-        vecs = embedder.encode(texts, batch_size=32)
+        if self.stop is None:
+            vecs = embedder.encode(texts, batch_size=32)
+        else:  # in slices, so that a shutdown waits for one slice, not for the whole group
+            import numpy as np
+
+            parts = []
+            for i in range(0, len(texts), STOP_SLICE):
+                self.check_stop()
+                parts.append(embedder.encode(texts[i : i + STOP_SLICE], batch_size=32))
+            vecs = np.concatenate(parts)
         self.report.embedded += len(texts)
         offset = 0
         with self.store.transaction():
@@ -292,12 +338,13 @@ class _Syncer:
 
 
 def sync_folder(index: Index, folder: Path, embedder: Embedder | None = None, progress: bool = True,
-                max_bytes: int = DEFAULT_MAX_FILE_BYTES, log: Callable[[str], None] | None = None) -> SyncReport:
+                max_bytes: int = DEFAULT_MAX_FILE_BYTES, log: Callable[[str], None] | None = None,
+                within: list[Path] | None = None) -> SyncReport:
     from ragapp.loaders import scan_folder
 
     if embedder is not None:
         index.check_embedder(embedder)
-    supported, unsupported = scan_folder(folder)
+    supported, unsupported = scan_folder(folder, within=within)
     items = [(path, path.relative_to(folder).as_posix()) for path in supported]
     syncer = _Syncer(index, str(folder.resolve()), embedder, progress, max_bytes, log)
     syncer.report.skipped = len(unsupported)

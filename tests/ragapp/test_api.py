@@ -96,7 +96,7 @@ def test_upload_list_search_delete(api):
     [
         ([("a.exe", b"MZ")], 400, "a.exe: unsupported file type '.exe'; upload one of: .pdf .txt .md .markdown .html .htm .docx"),
         ([("a.md", b"x"), ("b.md", b"x"), ("c.md", b"x"), ("d.md", b"x")], 413,
-         "4 files in one upload; at most 3 are accepted, upload them in several batches (or raise --max-upload-files)"),
+         "more than 3 files in one upload; at most 3 are accepted, upload them in several batches (or raise --max-upload-files)"),
         ([("big.md", b"x" * 4001)], 413, "big.md is over the 0.0038147 MB upload limit; split it or raise --max-upload-mb"),
         ([("a.md", b"x" * 3500), ("b.md", b"y" * 3500)], 413,
          "the upload is over 0.00572205 MB in all; upload fewer files at a time"),
@@ -357,7 +357,7 @@ def test_oversized_request_is_refused_before_it_is_read(api):
 
 
 def test_oversized_chunked_upload_is_cut_off(api):
-    """Without a Content-Length, the body is counted as it arrives and refused past the limit."""
+    """Without a Content-Length, the body is checked as it arrives and refused past the per-file limit."""
     head = (b'--b0undary\r\nContent-Disposition: form-data; name="collection"\r\n\r\nhuge\r\n--b0undary\r\n'
             b'Content-Disposition: form-data; name="files"; filename="big.md"\r\nContent-Type: text/markdown\r\n\r\n')
 
@@ -368,5 +368,5 @@ def test_oversized_chunked_upload_is_cut_off(api):
         yield b"\r\n--b0undary--\r\n"
 
     r = api.client.post("/v1/documents", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
-    assert r.status_code == 413 and r.json()["detail"].startswith("the upload is over")
+    assert r.status_code == 413 and r.json()["detail"].startswith("big.md is over the")  # per file, as it streams
     assert not (api.root / "indexes" / "_uploads" / "huge").exists()

@@ -165,7 +165,7 @@ def test_index_folder_remove_file_and_errors(page):
     with pytest.raises(AppError, match="indexing server folders is allowed only under"):
         c.predict(str(page.root / "upload"), "birds", api_name="/index_folder")
     with pytest.raises(AppError, match="no such folder on the server"):
-        c.predict(str(page.root / "missing"), "birds", api_name="/index_folder")
+        c.predict(str(page.root / "server-docs" / "missing"), "birds", api_name="/index_folder")
     with pytest.raises(AppError, match="no collection 'nope'"):
         c.predict("When?", ["nope"], 5, "extractive", "", 0.0, False, api_name="/chat")
     with pytest.raises(AppError, match="the question is empty; type a question"):
