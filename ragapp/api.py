@@ -37,22 +37,10 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragapp.errors import GeneratorError, IndexNotFound, RagError, TooManyAttempts
-from ragapp.server import Busy, Forbidden, RagService
+from ragapp.errors import RagError, Unauthorized
+from ragapp.http_status import headers_of, status_of
+from ragapp.server import RagService
 from ragapp.types import Answer, Citation, Passage
-from ragapp.uploads import UploadTooLarge
-
-
-class Unauthorized(RagError):
-    pass
-
-
-STATUS = [(Unauthorized, 401), (Forbidden, 403), (IndexNotFound, 404), (Busy, 409), (UploadTooLarge, 413),
-          (TooManyAttempts, 429), (GeneratorError, 400), (RagError, 400)]
-
-
-def status_of(err: RagError) -> int:
-    return next(code for cls, code in STATUS if isinstance(err, cls))
 
 
 # ----------------------------------------------------------------------------- JSON shapes
@@ -146,10 +134,7 @@ def create_app(service: RagService) -> FastAPI:
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, err: RagError):
-        headers = {"WWW-Authenticate": 'Basic realm="ragapp"'} if isinstance(err, Unauthorized) else None
-        if isinstance(err, TooManyAttempts):
-            headers = {"Retry-After": str(err.retry_after)}
-        return JSONResponse({"detail": str(err)}, status_code=status_of(err), headers=headers)
+        return JSONResponse({"detail": str(err)}, status_code=status_of(err), headers=headers_of(err))
 
     def user(request: Request) -> str | None:
         if not service.auth:

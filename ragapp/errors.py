@@ -1,5 +1,6 @@
-"""Every error a user can cause, in one place. Edges convert them: the CLI prints the message and
-exits non-zero, the Gradio page raises gr.Error, the HTTP API answers 4xx with {"detail": message}.
+"""Every error a user can cause, in one place. Edges convert them, once each: the CLI prints the
+message and exits non-zero, the Gradio page raises gr.Error, the HTTP server answers with the
+status of ragapp.http_status and {"detail": message}.
 
 Messages name the bad value and say how to fix it.
 """
@@ -27,6 +28,26 @@ class LoaderError(RagError):
 
 class GeneratorError(RagError):
     pass
+
+
+class Unauthorized(RagError):
+    """Login needed, or wrong credentials (HTTP 401)."""
+
+
+class Forbidden(RagError):
+    """The collection is someone else's or shared read-only, or a request from another site (403)."""
+
+
+class Busy(RagError):
+    """The collection is being indexed (409)."""
+
+
+class UploadTooLarge(RagError):
+    """An upload over --max-upload-mb / --max-upload-files or the per-request total (413)."""
+
+
+class Interrupted(RagError):
+    """Indexing stopped by the server's shutdown between two commits: what was committed stays."""
 
 
 class MissingDependency(RagError, ImportError):

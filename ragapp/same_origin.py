@@ -16,8 +16,10 @@ cannot read the API unless an origin is trusted (then ragapp.api adds CORS for i
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
+
+from ragapp.errors import Forbidden
+from ragapp.http_status import send_error
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -75,10 +77,7 @@ class SameOriginGuard:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        body = json.dumps({"detail": problem}).encode()
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, Forbidden(problem))
 
     def problem(self, method: str, headers: dict[str, str], websocket: bool = False) -> str | None:
         """Why the request is refused, or None."""

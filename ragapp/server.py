@@ -29,21 +29,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ragapp.config import DEFAULT_EMBEDDER, DEFAULT_HOST, DEFAULT_INDEX_DIR, DEFAULT_K, DEFAULT_PORT
-from ragapp.errors import IndexNotFound, InvalidInput, RagError
+from ragapp.errors import Busy, Forbidden, IndexNotFound, Interrupted, InvalidInput, RagError
 from ragapp.throttle import LoginThrottle
 from ragapp.uploads import UploadLimits, check_batch, clear_partial, remove_upload, save_uploads
 
 SEP = "--"  # between user and collection in the index name (user names have no "-")
 UPLOADS = "_uploads"  # index_dir/_uploads/INDEX/: saved uploads; "_" can never start an index name
 BACKENDS = ("llm", "hf", "openai", "extractive")  # extractive: quote the best passage sentences, no model
-
-
-class Forbidden(RagError):
-    """403: the collection is someone else's, or shared read-only."""
-
-
-class Busy(RagError):
-    """409: the collection is being indexed."""
 
 
 @dataclass
@@ -448,7 +440,7 @@ class RagService:
 
     def _run(self, job: Job, work) -> None:
         from ragapp.index import Index
-        from ragapp.sync import Interrupted, stop_when
+        from ragapp.sync import stop_when
 
         if job.done_event.is_set():  # ended by close() before it could start
             return

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragapp.config import DEFAULT_MAX_FILE_BYTES
-from ragapp.errors import LoaderError, RagError
+from ragapp.errors import Interrupted, LoaderError
 from ragapp.store import FileRow, NewChunk
 
 if TYPE_CHECKING:
@@ -43,10 +43,6 @@ EMBED_GROUP = 256  # chunks embedded (and committed) together: long enough for w
 PARSE_AHEAD = 8  # files parsed ahead of the embedder
 SAVE_EVERY_S = 60.0  # the FAISS cache is rewritten at most this often during a long run
 STOP_SLICE = 32  # chunks embedded between two looks at the stop event (a second or two on CPU)
-
-
-class Interrupted(RagError):
-    """The run was stopped (server shutdown) between two commits: what was committed stays."""
 
 
 # The stop event of the runs started in this context (the server's indexing thread): None for the

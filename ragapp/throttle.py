@@ -12,14 +12,14 @@ The API checks credentials itself (ragapp.api); Gradio's login route calls a pla
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
-from ragapp.errors import TooManyAttempts
+from ragapp.errors import TooManyAttempts, UploadTooLarge
+from ragapp.http_status import send_error
 
 FREE = 5
 BASE = 1.0
@@ -91,14 +91,14 @@ class GradioLoginGuard:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.MAX_BODY:
-                return await _answer(send, 413, "the login form is too large")
+                return await send_error(send, UploadTooLarge("the login form is too large"))
         form = parse_qs(body.decode("utf-8", "replace"))
         user = (form.get("username") or [""])[0].strip()
         address = (scope.get("client") or (None,))[0]
         try:
             self.throttle.check(user, address)
         except TooManyAttempts as err:
-            return await _answer(send, 429, str(err), [(b"retry-after", str(err.retry_after).encode())])
+            return await send_error(send, err)
         replayed = False
 
         async def replay():
@@ -118,11 +118,3 @@ class GradioLoginGuard:
             await send(message)
 
         return await self.app(scope, replay, counted)
-
-
-async def _answer(send, status: int, message: str, headers=()) -> None:
-    body = json.dumps({"detail": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})

@@ -15,25 +15,19 @@ mid-way. Replaying a checked body means the app only ever parses requests it wil
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ragapp.errors import InvalidInput
+from ragapp.errors import IndexNotFound, InvalidInput, RagError, UploadTooLarge
+from ragapp.http_status import send_error
 from ragapp.uploads import UploadLimits, check_name
 
 SPOOL_MEMORY = 1024 * 1024  # bodies up to this size stay in memory
 FIELD_BYTES = 64 * 1024  # a form field that is not a file (the collection name)
 HEADER_SLACK = 64 * 1024  # multipart boundaries, part headers and form fields, on top of the files
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -44,7 +38,7 @@ class _Part:
 
 
 class _BodyChecker:
-    """Feeds a multipart body through python-multipart's streaming parser and raises Refused at
+    """Feeds a multipart body through python-multipart's streaming parser and raises a RagError at
     the first part or byte over the limits."""
 
     def __init__(self, boundary: bytes, limits: UploadLimits):
@@ -53,7 +47,7 @@ class _BodyChecker:
         self.total = 0
         self.part = _Part()
         self._field, self._value = b"", b""
-        self.error: Refused | None = None
+        self.error: RagError | None = None
         self.parser = MultipartParser(boundary, {
             "on_part_begin": self._begin, "on_header_field": self._header_field,
             "on_header_value": self._header_value, "on_header_end": self._header_end,
@@ -83,25 +77,25 @@ class _BodyChecker:
         self.files += 1
         if self.files > self.limits.max_files:
             n = self.limits.max_files
-            self._refuse(413, f"more than {n} files in one upload; at most {n} are accepted, upload them in "
-                              "several batches (or raise --max-upload-files)")
+            self._refuse(UploadTooLarge(f"more than {n} files in one upload; at most {n} are accepted, upload them in "
+                              "several batches (or raise --max-upload-files)"))
         try:
             check_name(name, self.limits)
         except InvalidInput as err:
-            self._refuse(400, str(err))
+            self._refuse(err)
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         self.part.size += end - start
         if self.part.filename is None:
             if self.part.size > FIELD_BYTES:
-                self._refuse(413, f"a form field is over {FIELD_BYTES // 1024} KB; send documents as files")
+                self._refuse(UploadTooLarge(f"a form field is over {FIELD_BYTES // 1024} KB; send documents as files"))
         elif self.part.size > self.limits.max_file_bytes:
-            self._refuse(413, f"{Path(self.part.filename).name} is over the {_mb(self.limits.max_file_bytes)} upload "
-                              "limit; split it or raise --max-upload-mb")
+            self._refuse(UploadTooLarge(f"{Path(self.part.filename).name} is over the "
+                                        f"{_mb(self.limits.max_file_bytes)} upload limit; split it or raise --max-upload-mb"))
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, err: RagError) -> None:
         if self.error is None:
-            self.error = Refused(status, message)
+            self.error = err
         raise self.error
 
     def feed(self, chunk: bytes) -> None:
@@ -109,28 +103,31 @@ class _BodyChecker:
         (how the body is cut into chunks depends on the network)."""
         try:
             self.parser.write(chunk)
-        except Refused:
+        except RagError:
             raise
         except Exception as err:  # noqa: BLE001 - python-multipart's parse errors
             if self.error is not None:  # our refusal, raised from inside a callback and wrapped
                 raise self.error from None
-            raise Refused(400, f"the upload is not a well-formed multipart/form-data body ({err})") from None
+            raise InvalidInput(f"the upload is not a well-formed multipart/form-data body ({err})") from None
         self.total += len(chunk)
         if self.total > self.limits.max_total_bytes + HEADER_SLACK:
-            raise Refused(413, f"the upload is over {_mb(self.limits.max_total_bytes)} in all; "
-                               "upload fewer files at a time")
+            raise _over_total(self.limits)
 
     def finish(self) -> None:
         try:
             self.parser.finalize()
         except Exception as err:  # noqa: BLE001
-            raise Refused(400, f"the upload is not a well-formed multipart/form-data body ({err})") from None
+            raise InvalidInput(f"the upload is not a well-formed multipart/form-data body ({err})") from None
         if self.files == 0:
-            raise Refused(400, "no file in the upload; send documents as multipart form files")
+            raise InvalidInput("no file in the upload; send documents as multipart form files")
 
 
 def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):g} MB"
+
+
+def _over_total(limits: UploadLimits) -> UploadTooLarge:
+    return UploadTooLarge(f"the upload is over {_mb(limits.max_total_bytes)} in all; upload fewer files at a time")
 
 
 class UploadGuard:
@@ -148,7 +145,7 @@ class UploadGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"].startswith(self.FILE_ROUTE) and self._is_upload(scope["path"][len(self.FILE_ROUTE):]):
-            return await _refuse(send, Refused(404, "not found"))
+            return await send_error(send, IndexNotFound("not found"))
         if scope["method"] != "POST" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
@@ -156,11 +153,11 @@ class UploadGuard:
             checker = self._checker(headers)
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > self.limits.max_total_bytes + HEADER_SLACK:
-                raise Refused(413, f"the upload is over {_mb(self.limits.max_total_bytes)} in all; "
-                                   "upload fewer files at a time")
+                raise _over_total(self.limits)
             spool = await self._read(receive, checker)
-        except Refused as err:
-            return await _refuse(send, err)
+        except RagError as err:
+            # Connection: close makes the server drop the connection instead of reading the rest of the body.
+            return await send_error(send, err, close=True)
         try:
             await self.app(scope, _replay(spool, receive), send)
         finally:
@@ -177,7 +174,7 @@ class UploadGuard:
     def _checker(self, headers: dict) -> _BodyChecker:
         kind, options = parse_options_header(headers.get(b"content-type", b""))
         if kind != b"multipart/form-data" or not options.get(b"boundary"):
-            raise Refused(400, "an upload must be a multipart/form-data body with a boundary "
+            raise InvalidInput("an upload must be a multipart/form-data body with a boundary "
                                "(curl -F files=@notes.pdf ...)")
         return _BodyChecker(options[b"boundary"], self.limits)
 
@@ -188,7 +185,7 @@ class UploadGuard:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise Refused(400, "the client left before the upload was complete")
+                    raise InvalidInput("the client left before the upload was complete")
                 chunk = message.get("body", b"")
                 checker.feed(chunk)  # raises before an over-limit chunk is written
                 spool.write(chunk)
@@ -222,13 +219,3 @@ def _size(spool) -> int:
     end = spool.seek(0, 2)
     spool.seek(here)
     return end
-
-
-async def _refuse(send, err: Refused) -> None:
-    body = json.dumps({"detail": str(err)}).encode()
-    # Connection: close makes the server drop the connection instead of reading the rest of the body.
-    await send({"type": "http.response.start", "status": err.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-

@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ragapp.config import DEFAULT_MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
-from ragapp.errors import InvalidInput, RagError
+from ragapp.errors import InvalidInput, UploadTooLarge
 
 MAX_NAME_CHARS = 120
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+")  # \w is Unicode-aware: letters of any script stay
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
-
-
-class UploadTooLarge(RagError):
-    """The HTTP API answers 413 for it."""
 
 
 @dataclass

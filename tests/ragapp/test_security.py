@@ -372,7 +372,8 @@ def test_oversized_uploads_are_cut_off_before_they_touch_disk(tmp_path):
 def test_folder_root_is_checked_after_links_are_resolved(tmp_path, tokenizer):
     """A file link inside --folder-root that leads outside it is not indexed; a folder link is
     resolved before the check; folders outside the roots get the same answer whether they exist or not."""
-    from ragapp.server import Forbidden, RagService, ServeConfig
+    from ragapp.errors import Forbidden
+    from ragapp.server import RagService, ServeConfig
 
     docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
     docs.mkdir()
