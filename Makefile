@@ -24,7 +24,7 @@ demo: setup
 
 # Remake the default chat model from ../shared/data (CPU recipe, about two hours; resumable).
 model: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m ragapp.make_model
+	HF_HUB_OFFLINE=1 $(BIN)/python -m recipes.ragchat.make_model
 
 # Headless Chromium for the browser test comes from Debian (Playwright cannot download browsers here).
 browser:

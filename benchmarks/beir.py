@@ -22,9 +22,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ragapp.config import SHARED_DATA
+
 # Evaluation-only data lives outside the repository; BEIR_SCIFACT_DIR points elsewhere.
-SCIFACT_DIR = Path(os.environ.get("BEIR_SCIFACT_DIR", ROOT.parent / "shared" / "data" / "eval" / "beir-scifact"))
+SCIFACT_DIR = Path(os.environ.get("BEIR_SCIFACT_DIR", SHARED_DATA / "eval" / "beir-scifact"))
 
 
 @dataclass

@@ -20,7 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-WIKI = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"
+from ragapp.config import SHARED_DATA  # noqa: E402
+
+WIKI = SHARED_DATA / "pretrain" / "enwiki2015.jsonl.gz"
 
 
 def interleaved_medians(fns: dict, reps: int) -> dict:

@@ -28,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from ragapp.config import SHARED_DATA  # noqa: E402
+
 CACHE = ROOT / ".cache" / "bench_indexing"
-ENWIKI = Path(os.environ.get("ENWIKI", ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"))
+ENWIKI = Path(os.environ.get("ENWIKI", SHARED_DATA / "pretrain" / "enwiki2015.jsonl.gz"))
 
 
 def make_pdfs(n: int, folder: Path) -> list[Path]:

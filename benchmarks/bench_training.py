@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CORPUS = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki2015.jsonl.gz"
+from ragapp.config import SHARED_DATA  # noqa: E402
+
+CORPUS = SHARED_DATA / "pretrain" / "enwiki2015.jsonl.gz"
 
 
 def peak_flops(threads: int, n: int = 2048, reps: int = 6, device: str = "cpu") -> float:

@@ -5,7 +5,7 @@ For a sentence s and a passage p:
              A claim that brings in a name, number or word that p never uses is not taken from p.
   semantic = cosine similarity (the index's embedder) of s and p's closest sentence.
   support  = w * lexical + (1 - w) * semantic;  s is supported by p when support >= threshold.
-w and threshold come from calibration.json ("citations"), made by `python -m ragapp.calibrate` on
+w and threshold come from calibration.json ("citations"), made by `python -m recipes.ragchat.calibrate` on
 HaluEval QA (training data): right answers against their knowledge = supported, hallucinated
 answers = unsupported.
 

@@ -9,6 +9,10 @@ from pathlib import Path
 # ragapp.embed resolves this name to the package folder so that it loads offline.
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
+# The shared data sets (../shared/data beside the repository): training sets for recipes/ragchat, evaluation
+# sets for ragapp.evaluate and the benchmarks. RAGAPP_DATA overrides it.
+SHARED_DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+
 # Where `ragapp index --name NAME` puts indexes/NAME/. RAGAPP_INDEX_DIR overrides it.
 DEFAULT_INDEX_DIR = Path(os.environ.get("RAGAPP_INDEX_DIR", "indexes"))
 

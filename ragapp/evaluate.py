@@ -37,7 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "eval" / "squad2-dev-half" / "dev-v2.0.json"
+from ragapp.config import SHARED_DATA
+
+DEFAULT_DATA = SHARED_DATA / "eval" / "squad2-dev-half" / "dev-v2.0.json"
 SYSTEMS = ("always-abstain", "extractive-sentence", "extractive-span", "generator", "generator+fallback")
 NO_GENERATOR = SYSTEMS[:3]
 INDEX_NAME = "squad2-dev-half"
@@ -96,9 +98,23 @@ class Question:
     source: str  # the file of its paragraph
 
 
-def load_squad(path: Path) -> tuple[list[dict], list[Question]]:
-    from ragapp.calibrate import safe_name
+def safe_name(title: str) -> str:
+    """The folder of an article's paragraph files (also recipes.ragchat's calibration and training data)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("_")[:80] or "article"
 
+
+def write_corpus(articles: list[dict], folder: Path) -> None:
+    """One .txt file per paragraph: folder/<article>/<nnn>.txt (kept if already there)."""
+    for art in articles:
+        sub = folder / safe_name(art["title"])
+        sub.mkdir(parents=True, exist_ok=True)
+        for j, para in enumerate(art["paragraphs"]):
+            path = sub / f"{j:03d}.txt"
+            if not path.exists():
+                path.write_text(para["context"] + "\n", encoding="utf-8")
+
+
+def load_squad(path: Path) -> tuple[list[dict], list[Question]]:
     data = json.loads(Path(path).read_text())["data"]
     questions = []
     for art in data:
@@ -118,7 +134,6 @@ def select(questions: list[Question], subset: int | None, seed: int, limit: int 
 
 def build_index(data: list[dict], workdir: Path):
     """Index every paragraph (one file each) with the real embedder; incremental, so resumable."""
-    from ragapp.calibrate import write_corpus
     from ragapp.embed import load_embedder
     from ragapp.index import Index
 
@@ -249,9 +264,22 @@ def score(questions: list[Question], results: dict[str, dict]) -> dict:
 
 
 def read_results(path: Path) -> dict[str, dict]:
-    from ragapp.calibrate import _read_rows
-
-    return _read_rows(path)
+    """Rows of a results JSONL by id, ready to append to: a last line torn by an interruption is
+    ended (so the next row starts on its own line) and skipped (so it is recomputed)."""
+    rows = {}
+    if path.exists():
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("\n")
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interruption: recompute it
+                    continue
+                rows[row["id"]] = row
+    return rows
 
 
 def run(

@@ -9,7 +9,7 @@ from noise. The evidence features (all "best over the retrieved passages"):
   lexical   share of the question's content terms (stemmed, stopwords removed) in the passage
 
 are combined by logistic regression into `score`, the estimated probability that the answer is
-in the passages. Weights and threshold come from `python -m ragapp.calibrate` on DEVELOPMENT data
+in the passages. Weights and threshold come from `python -m recipes.ragchat.calibrate` on DEVELOPMENT data
 (SQuAD 1.1 train questions against an index that holds their article = answerable, and against
 one that does not = unanswerable; never the evaluation sets) and live in calibration.json ("gate")
 beside this file, with the numbers they were chosen from.
@@ -75,7 +75,7 @@ def load_gate(path: Path = CALIBRATION_FILE) -> GateModel:
     data = json.loads(Path(path).read_text())["gate"]
     if data.get("features") != list(FEATURES):
         raise ValueError(f"{path} was calibrated for features {data.get('features')}, expected {list(FEATURES)}; "
-                         "remake it with python -m ragapp.calibrate")
+                         "remake it with python -m recipes.ragchat.calibrate")
     return GateModel.from_dict(data)
 
 

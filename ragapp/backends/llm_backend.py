@@ -119,7 +119,7 @@ def first_step_margin(model, tokenizer, prompt: str, token: int) -> float:
 
 
 def training_card(path: Path) -> dict:
-    """The checkpoint's training.json (written by python -m ragapp.make_model); {} when it has none."""
+    """The checkpoint's training.json (written by python -m recipes.ragchat.make_model); {} when it has none."""
     import json
 
     card = Path(path) / "training.json"
@@ -128,9 +128,9 @@ def training_card(path: Path) -> dict:
     try:
         data = json.loads(card.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise GeneratorError(f"{card}: not readable JSON ({e}); remake it with python -m ragapp.make_model") from e
+        raise GeneratorError(f"{card}: not readable JSON ({e}); remake it with python -m recipes.ragchat.make_model") from e
     if not isinstance(data, dict):
-        raise GeneratorError(f"{card}: expected a JSON object; remake it with python -m ragapp.make_model")
+        raise GeneratorError(f"{card}: expected a JSON object; remake it with python -m recipes.ragchat.make_model")
     return data
 
 
@@ -147,7 +147,7 @@ def answer_tokens(path: Path) -> int | None:
 
 def abstention_bias(path: Path, tokenizer) -> dict[int, float] | None:
     """The checkpoint's calibrated offset on the abstention's first token ({token id: offset}), from the
-    `abstention_bias` of its training.json (python -m ragapp.make_model writes it: the offset that maximised
+    `abstention_bias` of its training.json (python -m recipes.ragchat.make_model writes it: the offset that maximised
     exact match on held-out development prompts, as SQuAD 2.0 readers tune their null-answer threshold).
     Negative: a logit bias at the first step; positive: a null-answer threshold (`LLMGenerator.stream`).
     None when the checkpoint has none."""

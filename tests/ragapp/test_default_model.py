@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragapp.make_model import TRAIN_STAGES
+from recipes.ragchat.make_model import TRAIN_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "ragchat"
@@ -21,7 +21,7 @@ def test_the_shipped_checkpoint_is_small_half_precision_and_documented():
     with safe_open(str(weights), "pt") as f:
         assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
     card = json.loads((MODEL / "training.json").read_text())
-    assert card["made_by"] == "python -m ragapp.make_model"
+    assert card["made_by"] == "python -m recipes.ragchat.make_model"
     assert card["stage"] in TRAIN_STAGES and card["stage"] != "pretrain" and card["answer_tokens"] == 64 and isinstance(card["abstention_bias"], (int, float))
     assert 0 <= card["dev"]["answerable_em"] <= 100
 

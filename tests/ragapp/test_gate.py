@@ -97,5 +97,5 @@ def test_shipped_calibration_is_complete_and_documented():
 def test_calibration_for_other_features_is_refused(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"gate": {"features": ["dense"], "weights": [1], "bias": 0, "mean": [0], "scale": [1], "threshold": 0.5}}))
-    with pytest.raises(ValueError, match=r"calibrated for features \['dense'\].*python -m ragapp.calibrate"):
+    with pytest.raises(ValueError, match=r"calibrated for features \['dense'\].*python -m recipes.ragchat.calibrate"):
         load_gate(path)

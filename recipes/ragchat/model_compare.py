@@ -1,9 +1,9 @@
 """Which starting point for the default model? Measure both at the same small CPU budget.
 
   A  from scratch: llama arch (the 5M preset), our byte-level BPE tokenizer trained on the prose,
-     pretrained on the prose (llm/recipes/ragchat-scratch-{pretrain,sft}.toml)
+     pretrained on the prose (recipes/ragchat/ragchat-scratch-{pretrain,sft}.toml)
   B  warm start from all-MiniLM-L6-v2 as a prefix-LM, a short causal-LM pass on the prose
-     (llm/recipes/ragchat-cpu-{pretrain,sft}.toml, run folders under runs/ragchat/compare/warm)
+     (recipes/ragchat/ragchat-cpu-{pretrain,sft}.toml, run folders under runs/ragchat/compare/warm)
 
 Both then get SFT on the same grounded QA examples (each fitted in its own tokens) and are scored on
 the same held-out dev prompts. The budget is wall-clock seconds per stage (COMPARE_SECONDS), with the
@@ -11,7 +11,7 @@ two candidates training AT THE SAME TIME on one CPU thread each, so both see the
 Steps are set from a short timing probe of each stage, so each schedule (warmup + cosine) completes
 within its budget.
 
-    python -m ragapp.make_model --compare      # writes runs/ragchat/compare/results.json
+    python -m recipes.ragchat.make_model --compare      # writes runs/ragchat/compare/results.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ragapp.make_model import COMPARE_SECONDS, RUNS, data, log, scratch_tokenizer, tokens, warmstart
+from recipes.ragchat.config import RUNS, recipe_path
+from recipes.ragchat.prepare import data, log, scratch_tokenizer, tokens, warmstart
+
+# the budget: the same number of CPU-seconds for each candidate's pretraining and SFT
+COMPARE_SECONDS = {"pretrain": 15 * 60, "sft": 25 * 60}
 
 ARMS = {
     "scratch": {"pretrain": "ragchat-scratch-pretrain", "sft": "ragchat-scratch-sft",
@@ -49,7 +53,7 @@ def probe(recipe: str, sets: list[str], steps: int = 6, root: Path = OUT) -> flo
 
     out = root / "probe" / recipe
     shutil.rmtree(out, ignore_errors=True)
-    cfg = build_config(recipe.split("-")[-1], recipe, None,
+    cfg = build_config(recipe.split("-")[-1], recipe_path(recipe), None,
                        sets + [f"out_dir={out}", f"max_steps={steps}", "warmup_steps=1", "eval_every=0",
                                "save_every=0", "eval_batches=1", "log_every=1", "plot=false"])
     train(cfg)
@@ -64,7 +68,7 @@ def run_arm(arm: str, root: Path = OUT, seconds: dict | None = None) -> dict:
     """One candidate's pretraining and SFT within the budget, then its dev score (runs in a subprocess)."""
     from llm.recipe import build_config
     from llm.train import train
-    from ragapp.model_eval import evaluate_model
+    from recipes.ragchat.model_eval import evaluate_model
 
     spec, seconds = ARMS[arm], seconds or COMPARE_SECONDS
     result = {"arm": arm, "budget_seconds": seconds}
@@ -79,7 +83,7 @@ def run_arm(arm: str, root: Path = OUT, seconds: dict | None = None) -> dict:
             plan.parent.mkdir(parents=True, exist_ok=True)
             plan.write_text(json.dumps({"seconds_per_step": per_step, "max_steps": steps}) + "\n")
         warmup = max(2, steps // 12)
-        cfg = build_config(stage, spec[stage], None,
+        cfg = build_config(stage, recipe_path(spec[stage]), None,
                            sets + [f"max_steps={steps}", f"warmup_steps={warmup}", f"save_every={max(5, steps // 10)}",
                                    f"eval_every={steps}"])
         log(f"{arm}: {stage} for {steps} steps ({spec[stage]})")
@@ -106,7 +110,7 @@ def compare(root: Path = OUT, seconds: dict | None = None) -> dict:
             continue
         (root / arm).mkdir(parents=True, exist_ok=True)
         logf = open(root / arm / "log.txt", "a")
-        procs[arm] = subprocess.Popen([sys.executable, "-m", "ragapp.model_compare", arm, "--root", str(root),
+        procs[arm] = subprocess.Popen([sys.executable, "-m", "recipes.ragchat.model_compare", arm, "--root", str(root),
                                        "--pretrain-minutes", str(seconds["pretrain"] / 60),
                                        "--sft-minutes", str(seconds["sft"] / 60)], stdout=logf, stderr=subprocess.STDOUT)
         log(f"candidate {arm}: pid {procs[arm].pid}, log {root / arm / 'log.txt'}")
@@ -154,7 +158,7 @@ def compare_markdown(rounds: dict) -> str:
     return "\n".join([
         "## Default model: starting point",
         "",
-        "`python -m ragapp.make_model --compare [--pretrain-minutes M --sft-minutes N]`. Both candidates train at "
+        "`python -m recipes.ragchat.make_model --compare [--pretrain-minutes M --sft-minutes N]`. Both candidates train at "
         "the same time on one CPU thread each (same machine load), each stage for the same wall-clock budget "
         "(steps set from a timing probe), then answer the same held-out dev prompts (generator alone, greedy). "
         "\"held-out answer loss\" is the SFT loss on held-out answers converted to bits per character, so that "
@@ -168,7 +172,7 @@ def compare_markdown(rounds: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m ragapp.model_compare", description="one candidate of the comparison")
+    ap = argparse.ArgumentParser(prog="python -m recipes.ragchat.model_compare", description="one candidate of the comparison")
     ap.add_argument("arm", choices=sorted(ARMS))
     ap.add_argument("--root", type=Path, default=OUT, help="run folders go under ROOT/ARM (default: %(default)s)")
     ap.add_argument("--pretrain-minutes", type=float, default=COMPARE_SECONDS["pretrain"] / 60)

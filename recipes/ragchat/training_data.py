@@ -27,7 +27,7 @@ unanswerable prompts) an answer made up from the passages shown. A small share p
 answer (chosen) against a needless abstention (rejected), so that preference tuning cannot win by
 abstaining always.
 
-    python -m ragapp.training_data --tokenizer runs/ragchat/cpu/warmstart --out runs/ragchat/data
+    python -m recipes.ragchat.training_data --tokenizer runs/ragchat/cpu/warmstart --out runs/ragchat/data
 """
 
 from __future__ import annotations
@@ -43,15 +43,13 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ragapp.evaluate import safe_name
 from ragapp.lexical import term_set
 from ragapp.prompt import ABSTENTION, build_messages, fit_passages
 from ragapp.types import Document, Passage
+from recipes.ragchat.config import HALUEVAL_DIR, SQUAD_TRAIN, SUBJQA, WIKIQA_TRAIN
 
-DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
-SQUAD_TRAIN = DATA / "train" / "squad1.1-train.json.gz"
-SUBJQA = DATA / "train" / "subjqa"
-WIKIQA_TRAIN = DATA / "train" / "wikiqa" / "WikiQA-train.tsv"
-HALUEVAL = DATA / "train" / "halueval-qa" / "qa_one-turn_data.json"
+HALUEVAL = HALUEVAL_DIR / "qa_one-turn_data.json"
 # retrieval's rank of the gold passage, as hybrid search ranks SQuAD paragraphs (mostly first)
 GOLD_RANK_WEIGHTS = (0.75, 0.15, 0.07, 0.03)
 _QUESTION_WORDS = {"What", "Which", "Who", "Whom", "Whose", "When", "Where", "Why", "How", "In", "On", "At",
@@ -86,10 +84,6 @@ class BuildConfig:
 
 
 # ----------------------------------------------------------------------------- sources
-
-
-def safe_name(title: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("_")[:80] or "article"
 
 
 def load_squad(path: Path | None = None) -> list[dict]:
@@ -639,7 +633,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ragapp.training_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.ragchat.training_data", description=__doc__.split("\n")[0])
     defaults = BuildConfig()
     for name, value in asdict(defaults).items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=f"(default: {value})")

@@ -1,12 +1,12 @@
 """Development-set score of a chat checkpoint: SQuAD-style EM/F1 on answerable prompts, abstention on
 unanswerable ones, and whether the answer cites the passage that holds it.
 
-The prompts are dev.jsonl of ragapp.training_data (held-out SQuAD 1.1 train ARTICLES, laid out as
+The prompts are dev.jsonl of recipes.ragchat.training_data (held-out SQuAD 1.1 train ARTICLES, laid out as
 retrieval delivers them), so this measures the generator alone, without retrieval or the gate.
 Generation is greedy and batched (llm.generate), and the text goes through the same post-processing
 as serving (ragapp.recase for uncased tokenizers).
 
-    python -m ragapp.model_eval runs/ragchat/cpu/sft/final --dev runs/ragchat/data/dev.jsonl
+    python -m recipes.ragchat.model_eval runs/ragchat/cpu/sft/final --dev runs/ragchat/data/dev.jsonl
 """
 
 from __future__ import annotations
@@ -14,36 +14,27 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
-import string
 import time
 from pathlib import Path
 
 from ragapp.citations import cited_numbers, strip_citations
+from ragapp.evaluate import compute_exact, compute_f1, get_tokens
 from ragapp.gate import is_abstention
 
 
-def normalize_answer(s: str) -> str:
-    """The official SQuAD normalization: lowercase, no punctuation, no articles, single spaces."""
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
 def f1_score(prediction: str, truth: str) -> float:
-    p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = collections.Counter(p) & collections.Counter(t)
-    same = sum(common.values())
-    if same == 0:
+    """ragapp.evaluate.compute_f1 (the official SQuAD scoring), except that an answer and a reference that
+    both normalise to nothing score 0 here, not 1: only answerable rows are scored, so an answer such as
+    "[1]." is no answer."""
+    if not get_tokens(prediction) and not get_tokens(truth):
         return 0.0
-    precision, recall = same / len(p), same / len(t)
-    return 2 * precision * recall / (precision + recall)
+    return compute_f1(truth, prediction)
 
 
 def score(prediction: str, answers: list[str]) -> tuple[float, float]:
     """(EM, F1) of a cited answer against reference answers; citations are not part of the answer."""
     text = strip_citations(prediction)
-    em = max(float(normalize_answer(text) == normalize_answer(a)) for a in answers)
+    em = max(float(compute_exact(a, text)) for a in answers)
     return em, max(f1_score(text, a) for a in answers)
 
 
@@ -217,9 +208,9 @@ def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ragapp.model_eval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.ragchat.model_eval", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="checkpoint folder")
-    parser.add_argument("--dev", default="runs/ragchat/data/dev.jsonl", help="dev.jsonl from ragapp.training_data")
+    parser.add_argument("--dev", default="runs/ragchat/data/dev.jsonl", help="dev.jsonl from recipes.ragchat.training_data")
     parser.add_argument("--out", default=None, help="write the scores here (JSON) and predictions beside it")
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
-"""The default model's remake command: its stage selection and its refusal of unknown stages."""
+"""The default model's remake command: its stage selection, its refusal of unknown stages, and its recipes
+(recipes/ragchat/ragchat-*.toml, beside the code, not among llm's generic ones)."""
 
 import pytest
 
-from ragapp.make_model import STAGES, main, parse_stages
+from recipes.ragchat.make_model import STAGES, main, parse_stages
 
 
 def test_default_pipelines():
@@ -19,9 +20,13 @@ def test_unknown_stage_is_a_usage_error(capsys):
 
 
 def test_every_training_stage_of_a_pipeline_has_its_recipe():
-    from llm.recipe import load_recipe
+    from llm.recipe import load_recipe as load
 
-    from ragapp.make_model import TRAIN_STAGES
+    from recipes.ragchat.config import recipe_path
+    from recipes.ragchat.make_model import TRAIN_STAGES
+
+    def load_recipe(name):
+        return load(recipe_path(name))
 
     for scale in ("cpu", "gpu"):
         for stage in set(parse_stages(None, scale)) & set(TRAIN_STAGES):
@@ -31,3 +36,11 @@ def test_every_training_stage_of_a_pipeline_has_its_recipe():
     assert direct["init"] == "runs/ragchat/warmstart" and sft["init"] == "runs/ragchat/gpu/pretrain/final"
     assert {k: v for k, v in direct.items() if k not in ("init", "out_dir")} == \
         {k: v for k, v in sft.items() if k not in ("init", "out_dir")}
+
+
+def test_the_app_recipes_live_beside_the_recipe_not_in_llm():
+    from llm.recipe import RECIPES_DIR
+
+    from recipes.ragchat.config import RECIPES_DIR as OWN
+
+    assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 10
