@@ -103,7 +103,7 @@ def pdf_pages(files: list[Path]) -> int:
 
 
 def ours(folder: Path, index_dir: Path, embedder):
-    from ragapp.index import Index
+    from ragapp.index.index import Index
 
     shutil.rmtree(index_dir, ignore_errors=True)
     index = Index.create("bench", index_dir, embedder=embedder)
@@ -115,7 +115,7 @@ def ours(folder: Path, index_dir: Path, embedder):
 
 
 def speed(n_pdfs: int, rounds: int) -> dict:
-    from ragapp.embed import load_embedder
+    from ragapp.ingest.embed import load_embedder
 
     folder = CACHE / "pdfs"
     files = make_pdfs(n_pdfs, folder)
@@ -161,8 +161,13 @@ def speed(n_pdfs: int, rounds: int) -> dict:
 def scifact(split: str = "test") -> dict:
     import numpy as np
 
-    from benchmarks.beir import doc_id_of_source, evaluate, load_beir, write_corpus_files
-    from ragapp.embed import load_embedder
+    from benchmarks.beir import (
+        doc_id_of_source,
+        evaluate,
+        load_beir,
+        write_corpus_files,
+    )
+    from ragapp.ingest.embed import load_embedder
 
     ds = load_beir(split=split)
     folder = write_corpus_files(ds, CACHE / "scifact")

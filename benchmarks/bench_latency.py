@@ -70,7 +70,7 @@ class VectorModel:
 
     @staticmethod
     def _real_embeddings():
-        from ragapp.index import Index, list_indexes
+        from ragapp.index.index import Index, list_indexes
 
         if "scifact" not in list_indexes(WORK):
             return None
@@ -92,7 +92,7 @@ class VectorModel:
         """Real SciFact test questions embedded by MiniLM, or fresh draws."""
         try:
             from benchmarks.beir import load_beir
-            from ragapp.embed import load_embedder
+            from ragapp.ingest.embed import load_embedder
 
             if self.source.startswith("20,000"):
                 raise LookupError
@@ -147,8 +147,8 @@ def build_index(n: int, model: VectorModel, words: Words, embedder: QueryTable, 
     """indexes/_bench/latency-<kind>-<n>: n synthetic chunks, 10 a file. Reused when complete."""
     from tqdm import tqdm
 
-    from ragapp.index import Index
-    from ragapp.store import FileRow, NewChunk
+    from ragapp.index.index import Index
+    from ragapp.index.store import FileRow, NewChunk
 
     name = f"latency-{kind}-{n}"
     try:
@@ -156,7 +156,7 @@ def build_index(n: int, model: VectorModel, words: Words, embedder: QueryTable, 
         if index.store.count("chunks") == n:
             return index
         index.close()
-        from ragapp.index import remove_index
+        from ragapp.index.index import remove_index
 
         remove_index(name, WORK)  # an interrupted build: start over (it takes seconds)
     except Exception:
@@ -184,7 +184,7 @@ def percentile(xs: list[float], q: float) -> float:
 
 # -- latency ---------------------------------------------------------------------------------------
 def latency(sizes: list[int], n_queries: int, model: VectorModel, kinds: list[str]) -> list[dict]:
-    from ragapp.retriever import Retriever
+    from ragapp.retrieve.retriever import Retriever
 
     rows = []
     words = Words()
@@ -235,7 +235,7 @@ def latency(sizes: list[int], n_queries: int, model: VectorModel, kinds: list[st
 
 def chunks_at(name: str, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(text, vector) of chunks at these positions (by id order)."""
-    from ragapp.index import Index
+    from ragapp.index.index import Index
 
     index = Index.open(name, WORK)
     ids = np.sort(index.store.chunk_ids())[rows]
@@ -248,7 +248,7 @@ def chunks_at(name: str, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
 # -- ANN recall ------------------------------------------------------------------------------------
 def ann_recall(n: int, n_queries: int, model: VectorModel, stores=("hnsw", "ivfpq")) -> list[dict]:
     """Recall@10 of HNSW and IVF-PQ stores against the flat store on the same n vectors."""
-    from ragapp.vectors import RERANK_DEPTH, make_vector_store, rerank_exact
+    from ragapp.index.vectors import RERANK_DEPTH, make_vector_store, rerank_exact
 
     print(f"drawing {n:,} vectors ...", flush=True)
     vecs = model.draw(n)
@@ -266,7 +266,7 @@ def ann_recall(n: int, n_queries: int, model: VectorModel, stores=("hnsw", "ivfp
             store.add(ids[i : i + 50_000], vecs[i : i + 50_000])
 
     def timed_search(store, k=10):
-        from ragapp.retriever import _one_omp_thread
+        from ragapp.retrieve.retriever import _one_omp_thread
 
         lat = []
         found = []
@@ -313,7 +313,7 @@ def ann_recall(n: int, n_queries: int, model: VectorModel, stores=("hnsw", "ivfp
         # What Index.vector_search does with an IVF-PQ store: RERANK_DEPTH candidates, re-scored with
         # the exact vectors (read here from memory; the index reads them from SQLite, timed separately)
         lat, found = [], []
-        from ragapp.retriever import _one_omp_thread
+        from ragapp.retrieve.retriever import _one_omp_thread
 
         for q in queries:
             with _one_omp_thread():
@@ -333,7 +333,7 @@ def ann_recall(n: int, n_queries: int, model: VectorModel, stores=("hnsw", "ivfp
 def hnsw_rows(n, add_all, timed_search, recall) -> list[dict]:
     import faiss
 
-    from ragapp.vectors import make_vector_store
+    from ragapp.index.vectors import make_vector_store
 
     rows = []
     hnsw = make_vector_store("hnsw", DIM)
@@ -378,7 +378,7 @@ def ann_report(rows: list[dict], n: int, model: VectorModel) -> str:
     out = ["## Approximate vector search: recall@10 at 1M vectors (`benchmarks/bench_latency.py`)\n",
            f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f}. {n:,} vectors: {model.source}; "
            f"queries: {rows[0]['queries']}, searched one at a time. Stores from "
-           "`ragapp.vectors.make_vector_store` with their defaults, filled in batches of 50k as an index "
+           "`ragapp.index.vectors.make_vector_store` with their defaults, filled in batches of 50k as an index "
            "fills them from its SQLite store; recall@10 = overlap of the top 10 with the exact (flat) top 10.\n",
            "| store | setting | recall@10 | p50 ms/query | build s | memory (approx.) |",
            "|---|---|---:|---:|---:|---:|"]
@@ -399,7 +399,7 @@ def sqlite_fetch_note(n: int = 100, repeats: int = 50) -> str:
     name = "latency-flat-100000"
     if not (WORK / name).exists():
         return ""
-    from ragapp.index import Index
+    from ragapp.index.index import Index
 
     index = Index.open(name, WORK)
     all_ids = index.store.chunk_ids()

@@ -2,7 +2,7 @@
 tokens/s, through the real serving path (ragapp's llm backend: chat template, prefix-LM prefill,
 KV-cache decoding, casing restoration).
 
-Prompts are real grounded prompts (ragapp.prompt.build_messages over Wikipedia paragraphs), cut to
+Prompts are real grounded prompts (ragapp.answer.prompt.build_messages over Wikipedia paragraphs), cut to
 the target length in the model's own tokens. The model reads at most its max_seq_len (512) tokens, so
 a 2,000-token prompt cannot be served by it; the 2,000-token row is measured on the same weights with
 the learned position table tiled to 2,048 positions (what a longer-context version of this
@@ -47,7 +47,7 @@ def paragraphs(n: int = 40) -> list[str]:
 
 def prompt_of(gen, target: int, paras: list[str]) -> tuple[list[dict], int]:
     """Grounded messages whose rendered prompt is as close to `target` tokens as whole words allow."""
-    from ragapp.prompt import build_messages, fit_passages
+    from ragapp.answer.prompt import build_messages, fit_passages
     from ragapp.types import Passage
 
     passages = [Passage(p, f"wiki/{i:03d}.txt", None, 0.0, i) for i, p in enumerate(paras)]
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     import torch
 
     from benchmarks._report import machine, write_section
-    from ragapp.backends.llm_backend import LLMGenerator
+    from ragapp.generate.llm_backend import LLMGenerator
 
     gen = LLMGenerator(Path(args.model), device="cpu")
     cfg = gen.model.config
@@ -137,7 +137,7 @@ def main(argv=None) -> None:
         b = f"{backend * 1000:.0f} ms" if backend is not None else "-"
         lines.append(f"| {n}{note} | {ttft * 1000:.0f} ms | {b} | {tps:.1f} |")
     lines += ["", "Serving never builds a prompt longer than the context minus the answer budget "
-              "(`ragapp.prompt.fit_passages`), so the 448-token row is what `ragapp ask` pays per answer."]
+              "(`ragapp.answer.prompt.fit_passages`), so the 448-token row is what `ragapp ask` pays per answer."]
     md = "\n".join(lines)
     if args.no_write:
         print(md)

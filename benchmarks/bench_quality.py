@@ -7,7 +7,7 @@ each answering system. Writes the `quality` section of BENCHMARKS.md.
     .venv/bin/python benchmarks/bench_quality.py --systems all --backend openai --model NAME --limit 50 --no-write
 
 Per-question results are kept under .cache/squad2-eval/results/, so an interrupted run resumes and
-rows computed earlier (e.g. the extractive ones) are not recomputed. See ragapp/evaluate.py for the
+rows computed earlier (e.g. the extractive ones) are not recomputed. See ragapp/eval/evaluate.py for the
 scoring (the official SQuAD 2.0 normalisation) and the definition of each column.
 """
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import machine, write_section  # noqa: E402
-from ragapp import evaluate as ev  # noqa: E402  (light: heavy imports happen inside run)
+from ragapp.eval import evaluate as ev  # noqa: E402  (light: heavy imports happen inside run)
 
 
 def main(argv: list[str] | None = None) -> None:

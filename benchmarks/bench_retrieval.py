@@ -5,7 +5,7 @@ abstract), indexed by `Index.sync` (real chunker, real MiniLM), and searched wit
 chunked retrieval.
 
 Settings are compared on the *train* queries (809) and reported on the *test* queries (300):
-the defaults of ragapp.retriever / ragapp.bm25 were chosen from the train column only.
+the defaults of ragapp.retrieve.retriever / ragapp.index.bm25 were chosen from the train column only.
 
     nice -n 10 .venv/bin/python benchmarks/bench_retrieval.py            # writes its BENCHMARKS.md section
     nice -n 10 .venv/bin/python benchmarks/bench_retrieval.py --tune     # + the train-set grid of fusion settings
@@ -36,7 +36,7 @@ CHUNKS_FOR_RECALL = 400
 def build_index(ds, progress: bool = True):
     """The SciFact index, made (or brought up to date) by the real pipeline."""
     from benchmarks.beir import write_corpus_files
-    from ragapp.index import Index
+    from ragapp.index.index import Index
 
     WORK.mkdir(parents=True, exist_ok=True)
     folder = write_corpus_files(ds, WORK / "_corpus-scifact")
@@ -74,7 +74,7 @@ def evaluate_config(ds, embedder, mode: str, config=None, progress: bool = False
     from tqdm import tqdm
 
     from benchmarks.beir import dedupe, doc_id_of_source, ndcg_at_k, recall_at_k
-    from ragapp.retriever import Retriever
+    from ragapp.retrieve.retriever import Retriever
 
     retriever = Retriever("scifact", index_dir=WORK, embedder=embedder, config=config)
     top, deep = {}, {}
@@ -87,7 +87,7 @@ def evaluate_config(ds, embedder, mode: str, config=None, progress: bool = False
 
 def variants():
     """(label, mode, config): the rows of the main table. The last one is the library default."""
-    from ragapp.retriever import RetrieverConfig
+    from ragapp.retrieve.retriever import RetrieverConfig
 
     default = RetrieverConfig()
     plain_bm25 = replace(default.bm25, context_weight=0.0)
@@ -103,7 +103,7 @@ def variants():
 
 
 def tuning_grid():
-    from ragapp.retriever import RetrieverConfig
+    from ragapp.retrieve.retriever import RetrieverConfig
 
     grid = []
     for k in (10, 30, 60):
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     from benchmarks._report import machine, write_section
     from benchmarks.beir import load_beir
-    from ragapp.embed import load_embedder
+    from ragapp.ingest.embed import load_embedder
 
     test, train = load_beir(split="test"), load_beir(split="train")
     index = build_index(test)

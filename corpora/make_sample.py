@@ -99,7 +99,7 @@ search prints the best passages, best first, each with its score, its file and, 
 ## Why hybrid
 Dense vectors find passages that mean the same as the question in other words; BM25 finds rare exact terms such as error codes, flag names and product numbers. Together they beat either alone. hybrid-retrieval.html explains the fusion, including reciprocal-rank fusion with the constant 60.
 ## From Python
-    from ragapp.retriever import Retriever
+    from ragapp import Retriever
     retriever = Retriever(["manuals"])
     for p in retriever.search("raise the file size limit", k=5):
         print(p.score, p.label(), p.text[:80])

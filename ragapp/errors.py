@@ -1,6 +1,6 @@
 """Every error a user can cause, in one place. Edges convert them, once each: the CLI prints the
 message and exits non-zero, the Gradio page raises gr.Error, the HTTP server answers with the
-status of ragapp.http_status and {"detail": message}.
+status of ragapp.serve.http_status and {"detail": message}.
 
 Messages name the bad value and say how to fix it.
 """
@@ -55,7 +55,7 @@ class MissingDependency(RagError, ImportError):
 
 
 class TooManyAttempts(RagError):
-    """Login back-off (ragapp.throttle): the HTTP API answers 429 with Retry-After."""
+    """Login back-off (ragapp.serve.throttle): the HTTP API answers 429 with Retry-After."""
 
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)

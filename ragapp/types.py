@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# What an answer says when the documents do not hold it: the prompt asks the model for exactly
+# this sentence, and the pipeline, the generators and the evaluation recognise it.
+ABSTENTION = "The documents do not contain the answer."
+
 
 @dataclass
 class Document:

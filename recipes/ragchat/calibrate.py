@@ -1,6 +1,6 @@
 """Calibrate the grounding gate and the citation check on DEVELOPMENT data (never evaluation sets).
 
-    python -m recipes.ragchat.calibrate                 # both; writes ragapp/calibration.json
+    python -m recipes.ragchat.calibrate                 # both; writes ragapp/answer/calibration.json
     python -m recipes.ragchat.calibrate --part gate     # only the gate (keeps the citation section)
 
 Gate (SQuAD 1.1 train, ../shared/data/train/squad1.1-train.json.gz): the paragraphs of
@@ -9,7 +9,7 @@ paragraph) and searched with the real Retriever (hybrid, k=5), as `ragapp ask` d
   answerable   = questions of indexed articles whose answer text is in a retrieved passage
   unanswerable = questions of --heldout-articles other articles, whose article is NOT indexed:
                  exactly what retrieval delivers when the documents do not hold the answer.
-A logistic regression on the evidence features (ragapp.gate) is fitted; its threshold is set so
+A logistic regression on the evidence features (ragapp.answer.gate) is fitted; its threshold is set so
 that --keep of the answerable questions pass (cross-validated probabilities), and the rates at
 that threshold are stored with it.
 
@@ -30,8 +30,8 @@ import random
 from datetime import date
 from pathlib import Path
 
-from ragapp.evaluate import read_results, write_corpus
-from ragapp.gate import CALIBRATION_FILE, FEATURES
+from ragapp.answer.gate import CALIBRATION_FILE, FEATURES
+from ragapp.eval.evaluate import read_results, write_corpus
 from recipes.ragchat.config import HALUEVAL_DIR, SQUAD_TRAIN
 
 
@@ -46,11 +46,11 @@ def _append(path: Path, row: dict) -> None:
 def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questions: int, seed: int, k: int) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from ragapp.embed import load_embedder
-    from ragapp.gate import measure
-    from ragapp.index import Index
-    from ragapp.retriever import Retriever
-    from ragapp.similarity import CachedEmbedder, vector_cache
+    from ragapp.answer.gate import measure
+    from ragapp.index.index import Index
+    from ragapp.ingest.embed import load_embedder
+    from ragapp.retrieve.retriever import Retriever
+    from ragapp.retrieve.similarity import CachedEmbedder, vector_cache
 
     with gzip.open(SQUAD_TRAIN, "rt", encoding="utf-8") as fh:
         data = json.load(fh)["data"]
@@ -134,9 +134,9 @@ def fit_gate(rows: list[dict], keep: float, seed: int) -> dict:
 def citation_rows(workdir: Path) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from ragapp.citations import strip_citations, support_features
-    from ragapp.embed import load_embedder
-    from ragapp.similarity import vector_cache
+    from ragapp.answer.citations import strip_citations, support_features
+    from ragapp.ingest.embed import load_embedder
+    from ragapp.retrieve.similarity import vector_cache
     from ragapp.types import Passage
 
     cache = vector_cache(load_embedder())

@@ -29,7 +29,14 @@ from pathlib import Path
 
 from recipes.ragchat.config import RUNS, SHIP_DIR, recipe_path
 from recipes.ragchat.model_compare import COMPARE_SECONDS
-from recipes.ragchat.prepare import DATA_SIZES, GPU_PROSE_DOCS, data, log, tokens, warmstart
+from recipes.ragchat.prepare import (
+    DATA_SIZES,
+    GPU_PROSE_DOCS,
+    data,
+    log,
+    tokens,
+    warmstart,
+)
 from recipes.ragchat.training_data import BuildConfig
 
 STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "sft-direct", "dpo-direct", "eval", "ship")
@@ -157,8 +164,14 @@ def calibrate(scale: str, stage: str) -> dict:
     of the dev rows plus the calibration set and scored on the other half, so that the reported gain is not
     measured on what tuned it. The calibration set's unanswerable prompts keep the gold passage's topic (its
     answer sentences removed), the kind the dev set lacks and SQuAD 2.0 is made of."""
-    from recipes.ragchat.model_eval import (calibrate_abstention, evaluate_rows, generate_answers, load_rows, with_bias,
-                                   without_abstention)
+    from recipes.ragchat.model_eval import (
+        calibrate_abstention,
+        evaluate_rows,
+        generate_answers,
+        load_rows,
+        with_bias,
+        without_abstention,
+    )
 
     ckpt = stage_dirs(scale)[stage]
     dev = load_rows(data_dir(scale) / "dev.jsonl")

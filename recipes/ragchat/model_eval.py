@@ -4,7 +4,7 @@ unanswerable ones, and whether the answer cites the passage that holds it.
 The prompts are dev.jsonl of recipes.ragchat.training_data (held-out SQuAD 1.1 train ARTICLES, laid out as
 retrieval delivers them), so this measures the generator alone, without retrieval or the gate.
 Generation is greedy and batched (llm.generate), and the text goes through the same post-processing
-as serving (ragapp.recase for uncased tokenizers).
+as serving (ragapp.generate.recase for uncased tokenizers).
 
     python -m recipes.ragchat.model_eval runs/ragchat/cpu/sft/final --dev runs/ragchat/data/dev.jsonl
 """
@@ -17,13 +17,13 @@ import json
 import time
 from pathlib import Path
 
-from ragapp.citations import cited_numbers, strip_citations
-from ragapp.evaluate import compute_exact, compute_f1, get_tokens
-from ragapp.gate import is_abstention
+from ragapp.answer.citations import cited_numbers, strip_citations
+from ragapp.answer.gate import is_abstention
+from ragapp.eval.evaluate import compute_exact, compute_f1, get_tokens
 
 
 def f1_score(prediction: str, truth: str) -> float:
-    """ragapp.evaluate.compute_f1 (the official SQuAD scoring), except that an answer and a reference that
+    """ragapp.eval.evaluate.compute_f1 (the official SQuAD scoring), except that an answer and a reference that
     both normalise to nothing score 0 here, not 1: only answerable rows are scored, so an answer such as
     "[1]." is no answer."""
     if not get_tokens(prediction) and not get_tokens(truth):
@@ -53,7 +53,7 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
 
     from llm.checkpoint import load_pretrained
     from llm.generate import generate
-    from ragapp.recase import is_uncased, normalizer_of, restore
+    from ragapp.generate.recase import is_uncased, normalizer_of, restore
 
     model, tok = load_pretrained(model_dir)
     prompts = [tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False) for r in rows]
@@ -110,8 +110,8 @@ def abstention_margins(model_dir, rows: list[dict], progress: bool = True) -> tu
     from tqdm.auto import tqdm
 
     from llm.checkpoint import load_pretrained
-    from ragapp.backends.llm_backend import first_step_margin
-    from ragapp.prompt import ABSTENTION
+    from ragapp.answer.prompt import ABSTENTION
+    from ragapp.generate.llm_backend import first_step_margin
 
     model, tok = load_pretrained(model_dir)
     model.eval()
@@ -136,7 +136,7 @@ def with_bias(plain: list[str], banned: list[str], margins: list[float], bias: f
     Negative: a logit offset; that token wins where margin > -bias (the plain answer), elsewhere the best other
     token does and decoding goes on as in `banned`. Positive: a null-answer threshold; the backend abstains
     outright where margin > -bias, elsewhere the plain answer stands."""
-    from ragapp.prompt import ABSTENTION
+    from ragapp.answer.prompt import ABSTENTION
 
     if bias > 0:
         return [ABSTENTION if m > -bias else p for p, m in zip(plain, margins)]

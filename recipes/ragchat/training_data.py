@@ -1,9 +1,9 @@
 """Grounded SFT, preference (DPO) and development data for the default chat model.
 
 Every example is laid out EXACTLY as `ragapp ask` delivers it at inference: the prompt is
-`ragapp.prompt.build_messages(question, passages)` with the passages ranked like retrieval ranks
-them and cut by `ragapp.prompt.fit_passages` to the model's context in the model's own tokens.
-Passages are the chunks `ragapp.chunking` makes of one file per paragraph (`Article/003.txt`, as
+`ragapp.answer.prompt.build_messages(question, passages)` with the passages ranked like retrieval ranks
+them and cut by `ragapp.answer.prompt.fit_passages` to the model's context in the model's own tokens.
+Passages are the chunks `ragapp.ingest.chunking` makes of one file per paragraph (`Article/003.txt`, as
 the indexes of SQuAD paragraphs are built), so lengths, labels and fences match what serving shows.
 
 Sources (training sets of ../shared/data only; evaluation sets are never read):
@@ -19,7 +19,7 @@ Sources (training sets of ../shared/data only; evaluation sets are never read):
   SubjQA train      review questions, `ANSWERNOTFOUND` = unanswerable (real, not synthetic).
   WikiQA train      questions whose Wikipedia sentences hold no answer = unanswerable.
   HaluEval QA       preference pairs: right answer (chosen) vs hallucinated answer (rejected).
-The abstention answer is `ragapp.prompt.ABSTENTION`, which `ragapp.gate.is_abstention` recognises.
+The abstention answer is `ragapp.answer.prompt.ABSTENTION`, which `ragapp.answer.gate.is_abstention` recognises.
 
 Preference pairs (DPO): chosen is grounded or abstains; rejected is a hallucination: a span of a
 distractor passage cited as if it answered, an answer invented from another article, or (for
@@ -43,9 +43,9 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ragapp.evaluate import safe_name
-from ragapp.lexical import term_set
-from ragapp.prompt import ABSTENTION, build_messages, fit_passages
+from ragapp.answer.prompt import ABSTENTION, build_messages, fit_passages
+from ragapp.eval.evaluate import safe_name
+from ragapp.retrieve.lexical import term_set
 from ragapp.types import Document, Passage
 from recipes.ragchat.config import HALUEVAL_DIR, SQUAD_TRAIN, SUBJQA, WIKIQA_TRAIN
 
@@ -103,14 +103,15 @@ class Chunker:
     """Paragraph -> the chunks (Passages) an index of one file per paragraph holds."""
 
     def __init__(self):
-        from ragapp.chunking import make_splitter
-        from ragapp.embed import _resolve
         from transformers import AutoTokenizer
+
+        from ragapp.ingest.chunking import make_splitter
+        from ragapp.ingest.embed import _resolve
 
         self.splitter = make_splitter(AutoTokenizer.from_pretrained(_resolve("all-MiniLM-L6-v2")))
 
     def __call__(self, text: str, source: str) -> list[Passage]:
-        from ragapp.chunking import chunk_documents
+        from ragapp.ingest.chunking import chunk_documents
 
         chunks = chunk_documents([Document(text + "\n", source)], None, splitter=self.splitter)
         return [Passage(c.text, c.source, None, 0.0, -1, start=c.start, end=c.end, sources=[c.source])

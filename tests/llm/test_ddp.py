@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from _train_fixtures import config, corpus, losses, subprocess_env, tokenizer
+
 from llm.data import prepare_shards
 from llm.train import train
 

@@ -3,8 +3,8 @@ streaming pieces, sampling controls."""
 
 import pytest
 import torch
+from _model_fixtures import one_torch_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 
-from _model_fixtures import tiny_model, tiny_tokenizer, one_torch_thread  # noqa: F401 (autouse)
 from llm.generate import _Text, generate, generate_ids, stop_token_ids_of, stream
 
 

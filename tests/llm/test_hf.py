@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from _model_fixtures import one_torch_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 from safetensors.torch import load_file, save_file
 
-from _model_fixtures import tiny_model, tiny_tokenizer, one_torch_thread  # noqa: F401 (autouse)
 from llm.checkpoint import load_pretrained, save_pretrained
 from llm.generate import generate, generate_ids
 from llm.hf import export_hf, import_hf, warm_start_from_bert

@@ -3,8 +3,15 @@ import subprocess
 import time
 
 import pytest
+from _train_fixtures import (
+    PYTHON,
+    corpus,
+    save_tiny_model,
+    subprocess_env,
+    tokenizer,
+    write_jsonl,
+)
 
-from _train_fixtures import PYTHON, corpus, save_tiny_model, subprocess_env, tokenizer, write_jsonl
 from llm.cli import main
 from llm.recipe import TrainConfig, build_config, list_recipes, load_recipe
 

@@ -2,11 +2,19 @@
 
 import pytest
 import torch
+from _model_fixtures import one_torch_thread, tiny_model  # noqa: F401 (autouse)
 
-from _model_fixtures import tiny_model, one_torch_thread  # noqa: F401 (autouse)
 from llm.checkpoint import load_pretrained, save_pretrained
 from llm.generate import generate_ids
-from llm.lora import LoRAConfig, apply_lora, has_lora, load_lora, lora_parameters, merge_lora, save_lora
+from llm.lora import (
+    LoRAConfig,
+    apply_lora,
+    has_lora,
+    load_lora,
+    lora_parameters,
+    merge_lora,
+    save_lora,
+)
 
 
 def train_a_little(model, steps=5):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from _model_fixtures import one_torch_thread  # noqa: F401 (autouse)
+
 from llm.config import PRESETS, ModelConfig, get_preset
 from llm.model import GPT
 

@@ -4,8 +4,16 @@ with 'yes' are preferred to the same answers ending with 'no'."""
 import math
 
 import pytest
+from _train_fixtures import (
+    config,
+    losses,
+    metrics,
+    preference_rows,
+    save_tiny_model,
+    tokenizer,
+    write_jsonl,
+)
 
-from _train_fixtures import config, losses, metrics, preference_rows, save_tiny_model, tokenizer, write_jsonl
 from llm.train import train
 
 

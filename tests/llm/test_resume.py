@@ -8,8 +8,18 @@ import subprocess
 import time
 
 import pytest
+from _train_fixtures import (
+    PYTHON,
+    config,
+    corpus,
+    losses,
+    metrics,
+    save_tiny_model,
+    subprocess_env,
+    tokenizer,
+    write_jsonl,
+)
 
-from _train_fixtures import PYTHON, config, corpus, losses, metrics, save_tiny_model, subprocess_env, tokenizer, write_jsonl
 from llm.cli import main
 from llm.data import prepare_shards
 from llm.train import SIGNAL_HOOK_ENV, train

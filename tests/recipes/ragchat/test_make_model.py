@@ -21,7 +21,6 @@ def test_unknown_stage_is_a_usage_error(capsys):
 
 def test_every_training_stage_of_a_pipeline_has_its_recipe():
     from llm.recipe import load_recipe as load
-
     from recipes.ragchat.config import recipe_path
     from recipes.ragchat.make_model import TRAIN_STAGES
 
@@ -40,7 +39,6 @@ def test_every_training_stage_of_a_pipeline_has_its_recipe():
 
 def test_the_app_recipes_live_beside_the_recipe_not_in_llm():
     from llm.recipe import RECIPES_DIR
-
     from recipes.ragchat.config import RECIPES_DIR as OWN
 
     assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 10

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ragapp.prompt import ABSTENTION
-from recipes.ragchat.model_eval import answer_bits_per_char, evaluate_rows, generate_answers, score
+from ragapp.answer.prompt import ABSTENTION
+from recipes.ragchat.model_eval import (
+    answer_bits_per_char,
+    evaluate_rows,
+    generate_answers,
+    score,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "llm"))
 

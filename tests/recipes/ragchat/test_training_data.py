@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ragapp.prompt import ABSTENTION, SYSTEM_PROMPT
+from ragapp.answer.prompt import ABSTENTION, SYSTEM_PROMPT
 
 # --------------------------------------------------------------------------------------- data
 
@@ -125,7 +125,7 @@ def test_build_writes_every_file_and_holds_out_whole_articles(built):
 def test_examples_are_laid_out_exactly_as_serving_prompts(built, tokenizer_dir):
     T, cfg, _, out = built
     from llm.tokenizer import load_tokenizer
-    from ragapp.prompt import build_messages
+    from ragapp.answer.prompt import build_messages
     from ragapp.types import Passage
 
     tok = load_tokenizer(tokenizer_dir)

@@ -1,1 +1,0 @@
-"""Generator backends; each imports its heavy library inside its constructor."""

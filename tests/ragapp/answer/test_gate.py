@@ -1,0 +1,109 @@
+"""The grounding gate: evidence features, the calibrated decision, and the model's own abstentions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragapp.answer.gate import (
+    FEATURES,
+    Evidence,
+    GateModel,
+    check,
+    is_abstention,
+    load_gate,
+    measure,
+)
+from ragapp.retrieve.similarity import VectorCache
+from ragapp.types import Passage
+
+NORMANS = [
+    Passage("The Normans gave their name to Normandy, a region in France. Rollo was their first ruler.", "normans.txt", None, 1.0, 1),
+    Passage("Photosynthesis turns light into chemical energy in plants.", "plants.txt", None, 0.5, 2),
+]
+
+
+@pytest.fixture
+def cache(tokenizer):
+    from conftest import FakeEmbedder
+
+    return VectorCache(FakeEmbedder(tokenizer, dim=512))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The documents do not contain the answer.",
+        "The provided documents don't mention his birthday.",
+        "The passages do not say when the treaty was signed.",
+        "This is not mentioned in the documents.",
+        "I cannot answer this question from the documents provided.",
+        "There is no information about Rollo's death in the passages.",
+        "I don't know.",
+    ],
+)
+def test_model_abstentions_are_recognised(text):
+    assert is_abstention(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Normandy is in France [1].",
+        "The document says Normandy is in France [1].",
+        "Normandy is in France [1]. The documents do not say when it was founded.",  # an answer first
+        "No, the treaty was never signed [2].",
+        "It does not contain gluten [1].",
+        "",
+    ],
+)
+def test_answers_are_not_abstentions(text):
+    assert not is_abstention(text)
+
+
+def test_features_are_higher_for_matching_passages(cache):
+    related = measure("Who was the first ruler of the Normans in Normandy?", NORMANS, cache, score=False)
+    unrelated = measure("What is the boiling point of mercury at sea level?", NORMANS, cache, score=False)
+    assert related.best == 0
+    assert related.lexical == 1.0 and unrelated.lexical == 0.0
+    assert related.dense > unrelated.dense and related.sentence > unrelated.sentence
+    assert 0.0 <= unrelated.sentence <= 1.0
+
+
+def test_no_passages_is_no_evidence(cache):
+    ev = measure("anything?", [], cache)
+    assert ev.score == 0.0 and not check(ev)[0]
+
+
+def test_check_passes_above_threshold_and_explains_below():
+    model = GateModel(weights=[0.0, 0.0, 4.0], bias=-2.0, mean=[0, 0, 0], scale=[1, 1, 1], threshold=0.5)
+    strong = Evidence(dense=0.7, sentence=0.8, lexical=1.0)
+    weak = Evidence(dense=0.1, sentence=0.2, lexical=0.25)
+    strong.score, weak.score = model.probability(strong.features()), model.probability(weak.features())
+    assert check(strong, model) == (True, "")
+    ok, why = check(weak, model)
+    assert not ok
+    assert why == ("the retrieved passages do not match the question well enough (evidence 0.27 < 0.50: best passage "
+                   "similarity 0.10, best sentence 0.20, question terms found 25%)")
+
+
+def test_shipped_calibration_is_complete_and_documented():
+    model = load_gate()
+    info = model.info
+    assert info["features"] == list(FEATURES) and len(model.weights) == len(FEATURES)
+    assert 0.0 < model.threshold < 1.0
+    dev = info["dev"]
+    assert dev["answerable"] >= 100 and dev["unanswerable"] >= 100
+    assert 0.9 <= dev["answerable_passed"] <= 1.0  # the threshold keeps ~95% of answerable questions
+    assert dev["unanswerable_abstained"] > 0.5  # and stops most questions about absent articles
+    assert "SQuAD 1.1 train" in info["data"]
+    # more evidence never lowers the score (all weights point the same way)
+    assert model.probability([0.8, 0.8, 1.0]) > model.probability([0.2, 0.2, 0.1])
+
+
+def test_calibration_for_other_features_is_refused(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"gate": {"features": ["dense"], "weights": [1], "bias": 0, "mean": [0], "scale": [1], "threshold": 0.5}}))
+    with pytest.raises(ValueError, match=r"calibrated for features \['dense'\].*python -m recipes.ragchat.calibrate"):
+        load_gate(path)
