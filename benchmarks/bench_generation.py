@@ -84,20 +84,21 @@ def main(argv=None) -> None:
             ids = all_ids[:n_prompt]
             x = torch.tensor([ids])
 
-            def ours(n):
+            # each timed function binds this iteration's values (they are called before the next one)
+            def ours(n, model=model, ids=ids):
                 return generate_ids(model, [ids], n)[0]
 
-            def ours_first():  # time to first token through the streaming path
+            def ours_first(model=model, ids=ids):  # time to first token through the streaming path
                 with torch.inference_mode():
                     next(_token_steps(model, [ids], N))
 
-            def theirs(n):
+            def theirs(n, hf=hf, x=x, n_prompt=n_prompt):
                 with torch.inference_mode():
                     return hf.generate(x, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)[0, n_prompt:]
 
             prompt_text = tok.decode(ids)
 
-            def ours_text():
+            def ours_text(model=model, prompt_text=prompt_text):
                 return generate(model, tok, prompt_text, max_new_tokens=N, stop_token_ids=[])
 
             a, b = ours(N), theirs(N).tolist()  # also warms both up

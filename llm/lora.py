@@ -79,7 +79,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None, **kwargs) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = 0
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and child_name in config.targets:
                 setattr(module, child_name, LoRALinear(child, config.rank, config.alpha, config.dropout))

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llm.data import (ClassificationData, EpochSampler, PackedWindows, PreferenceData, SFTData, split_indices)
+from llm.data import ClassificationData, EpochSampler, PackedWindows, PreferenceData, SFTData, split_indices
 
 
 def token_logps(model, idx, targets, prefix_len=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from llm.data import PromptData, EpochSampler, _pad, split_indices
+from llm.data import EpochSampler, PromptData, _pad, split_indices
 from llm.objectives import Objective, _Frozen, token_logps
 from llm.tokenizer import special_ids
 

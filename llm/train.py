@@ -33,8 +33,7 @@ import torch.nn as nn
 
 from llm.recipe import TrainConfig
 from llm.train_build import build, wrap
-from llm.train_state import (atomic_text, find_checkpoint, fingerprint, plot_curve, resume_checkpoint,
-                              save_checkpoint)
+from llm.train_state import atomic_text, find_checkpoint, fingerprint, plot_curve, resume_checkpoint, save_checkpoint
 
 SIGNAL_HOOK_ENV = "LLM_TRAIN_SIGNAL_AT"  # "STEP:SIGNAL": the run signals itself after STEP (fault-injection tests)
 

@@ -74,9 +74,9 @@ def make_objective(t, resume):
     if cfg.objective == "dpo":
         return O.DPOObjective(*args, reference=reference(t))
     if cfg.objective == "rl":
+        from llm.data import tokenizer_fingerprint
         from llm.heads import load_head_model
         from llm.rl import RLObjective
-        from llm.data import tokenizer_fingerprint
 
         reward, rtok = load_head_model(cfg.reward_model, device=t.device, kind="reward")
         if tokenizer_fingerprint(rtok) != tokenizer_fingerprint(t.tokenizer):

@@ -127,8 +127,9 @@ def save_checkpoint(t, step: int, name: str | None = None) -> Path:
         if model_state is not None:  # FSDP: a plain copy holding the gathered weights
             target = _plain_copy(t, model_state)
         if t.head_model is not None:
-            from llm.heads import HEAD_META, HEAD_WEIGHTS
             from safetensors.torch import save_file
+
+            from llm.heads import HEAD_META, HEAD_WEIGHTS
 
             save_pretrained(target, t.tokenizer, tmp)
             head = {k: v.detach().cpu().contiguous() for k, v in t.head_model.head.state_dict().items()}

@@ -125,7 +125,7 @@ def best_span(question: str, sentence: str, max_len: int = 6) -> str:
     # runs of tokens not taken from the question, cut at punctuation and at stopwords other than
     # the few that join a name or a quantity ("Duke of Normandy", "10th and 11th centuries")
     runs, cur = [], []
-    for k, (s, e, t) in enumerate(toks):
+    for k, (s, _end, t) in enumerate(toks):
         gap = sentence[toks[k - 1][1] : s] if k else ""
         breaks = in_q[k] or (stop[k] and t.lower() not in _CONNECT) or re.search(r"[,;:()\[\]\"“”]", gap)
         if breaks and cur:

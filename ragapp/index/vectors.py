@@ -35,7 +35,6 @@ import numpy as np
 from ragapp.errors import InvalidInput
 
 
-
 class VectorStore(Protocol):
     kind: str
     dim: int

@@ -221,8 +221,8 @@ def create_app(service: RagService) -> FastAPI:
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": body.model}
         if not body.stream:
             final = first
-            for final in stream:
-                pass
+            for item in stream:
+                final = item
             return _completion(meta, final, rename)
         return StreamingResponse(_sse(meta, first, stream, rename), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

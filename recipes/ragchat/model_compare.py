@@ -146,7 +146,7 @@ def compare_markdown(rounds: dict) -> str:
             "| held-out answer loss (bits/char) | dev EM (all) | answerable EM / F1 | abstention on unanswerable "
             "| false abstention |", "|---|---|---|---|---|---|---|---|---|"]
     names = {"scratch": "A: 5M llama from scratch, own BPE", "warm": "B: MiniLM warm start (prefix-LM)"}
-    for root, results in rounds.items():
+    for results in rounds.values():
         for arm, r in results.items():
             p, s, d = r["pretrain"], r["sft"], r["dev"]
             budget = r.get("budget_seconds", COMPARE_SECONDS)

@@ -225,7 +225,7 @@ def test_a_trained_ivfpq_index_returns_exact_scores(tmp_path, make_index, fake_e
     chunks = list(index.all_chunks())
     assert len(chunks) >= 60
     exact = {int(i): v for ids, vecs in index.store.embeddings() for i, v in zip(ids, vecs)}
-    for cid, text in chunks[:10]:
+    for _cid, text in chunks[:10]:
         q = fake_embedder.encode_query(text)
         scores, ids = index.vector_search(q, 3)
         best = max(exact, key=lambda i: float(exact[i] @ np.ravel(q)))

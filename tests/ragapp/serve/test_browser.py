@@ -71,7 +71,7 @@ def upload(page, path: Path, collection: str) -> str:
     done = status.get_by_text(f"✓ {collection}:")
     # the page's own refusals (an error toast): a click that races the upload box or the typed name
     refused = page.get_by_text("no file chosen").or_(page.get_by_text("no collection named"))
-    for attempt in range(2):
+    for _attempt in range(2):
         page.click("#add-btn")
         done.or_(refused).first.wait_for(timeout=120_000)
         if done.is_visible():
