@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragapp import __version__
-from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
+from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K, RETRIEVAL_MODES
 from ragapp.errors import InvalidInput, RagError
 
 
@@ -128,7 +128,7 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", action="append", dest="indexes", metavar="NAME",
                    help="index to search; repeat for several (default: the only index there is)")
     p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages to show (default: {DEFAULT_K})")
-    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid",
+    p.add_argument("--mode", choices=RETRIEVAL_MODES, default="hybrid",
                    help="hybrid: dense vectors and BM25 fused (default); dense; bm25")
     p.add_argument("--mmr", action="store_true", help="diversify results (maximal marginal relevance)")
     p.add_argument("--json", action="store_true", help="print the passages as JSON")
@@ -353,7 +353,7 @@ def ask_run(args) -> int:
 
 def serve_args(p) -> None:
     from ragapp.config import DEFAULT_HOST, DEFAULT_PORT
-    from ragapp.serve.service import BACKENDS
+    from ragapp.generate.registry import ANSWER_MODES as BACKENDS
 
     p.add_argument("--index", action="append", dest="indexes", metavar="NAME", default=[],
                    help="collection to preselect; repeat for several (with --auth: shared read-only with every user)")

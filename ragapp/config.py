@@ -29,6 +29,7 @@ DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
 # Retrieval.
 DEFAULT_K = 5
+RETRIEVAL_MODES = ("hybrid", "dense", "bm25")  # dense + BM25 fused; vectors only; keywords only
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al., 2009)
 
 # The HTTP server and Gradio page.

@@ -15,8 +15,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ragapp.answer import gate
+from ragapp.answer.citations import check_answer
+from ragapp.answer.extractive import extractive_answer
+from ragapp.answer.prompt import ABSTENTION, build_messages, fit_passages
 from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
 from ragapp.errors import InvalidInput
+from ragapp.generate.base import check_generation_args
+from ragapp.generate.registry import load_generator
+from ragapp.ingest import embed  # embed.load_embedder: one name to replace in tests
+from ragapp.retrieve.retriever import Retriever, check_mode
+from ragapp.retrieve.similarity import vector_cache
 from ragapp.types import Answer, Passage
 
 History = Sequence[tuple[str, str]]  # (user question, assistant answer) pairs, oldest first
@@ -37,12 +46,8 @@ class ChatSettings:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise InvalidInput(f"--k must be at least 1, got {self.k}")
-        if self.mode not in ("hybrid", "dense", "bm25"):
-            raise InvalidInput(f"retrieval mode must be hybrid, dense or bm25, got {self.mode!r}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise InvalidInput(f"--temperature must be between 0 and 2, got {self.temperature}")
-        if self.max_new_tokens < 1:
-            raise InvalidInput(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        check_mode(self.mode)
+        check_generation_args(self.max_new_tokens, self.temperature)
         if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
             raise InvalidInput(f"the gate threshold must be between 0 and 1, got {self.gate_threshold}")
 
@@ -79,8 +84,6 @@ class ChatSession:
     def generator(self):
         with self._lock:
             if self._generator is None:
-                from ragapp.generate.registry import load_generator
-
                 self._generator = load_generator(self._backend, self._model)
             return self._generator
 
@@ -90,20 +93,14 @@ class ChatSession:
             raise InvalidInput("no index chosen; pass --index NAME (ragapp list shows the indexes)")
         with self._lock:
             if key not in self._retrievers:
-                from ragapp.retrieve.retriever import Retriever
-
                 self._retrievers[key] = Retriever(list(key), index_dir=self.index_dir, embedder=self._embedder)
             return self._retrievers[key]
 
     def vectors(self, retriever):
         """The vector cache of the embedder the index was built with."""
-        from ragapp.retrieve.similarity import vector_cache
-
         embedder = self._embedder or getattr(retriever, "embedder", None)
         if embedder is None:
-            from ragapp.ingest.embed import load_embedder
-
-            embedder = load_embedder()
+            embedder = embed.load_embedder()
         return vector_cache(embedder)
 
     # -- the pipeline ----------------------------------------------------------------------------
@@ -137,10 +134,6 @@ class ChatSession:
         collections: Sequence[str] | None = None,
         settings: ChatSettings | None = None,
     ) -> Iterator[str | Answer]:
-        from ragapp.answer import gate
-        from ragapp.answer.citations import check_answer
-        from ragapp.answer.prompt import build_messages, fit_passages
-
         settings = settings or self.settings
         question = (question or "").strip()
         if not question:
@@ -210,8 +203,6 @@ class ChatSession:
         return final
 
     def _extractive(self, base: Answer, passages: list[Passage], cache, reason: str) -> Answer:
-        from ragapp.answer.extractive import extractive_answer
-
         text, citations = extractive_answer(base.question, passages, cache)
         if not text:
             return _abstain(base, "no passage sentence to quote")
@@ -224,8 +215,6 @@ def failed_check(answer: Answer) -> bool:
 
 
 def _abstain(base: Answer, reason: str) -> Answer:
-    from ragapp.answer.prompt import ABSTENTION
-
     text = base.text if base.text else ABSTENTION
     return replace(base, text=text, abstained=True, mode="abstained", reason=reason, citations=[])
 

@@ -37,7 +37,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragapp.config import SHARED_DATA
+from ragapp.answer import gate
+from ragapp.answer.chat import ChatSession, ChatSettings, failed_check
+from ragapp.answer.citations import strip_citations
+from ragapp.answer.extractive import best_span, quote, rank_sentences
+from ragapp.config import DEFAULT_LLM_MODEL, SHARED_DATA
+from ragapp.errors import InvalidInput
+from ragapp.index.index import Index
+from ragapp.ingest import embed  # embed.load_embedder: one name to replace in tests
+from ragapp.retrieve.retriever import Retriever
+from ragapp.retrieve.similarity import CachedEmbedder, vector_cache
 
 DEFAULT_DATA = SHARED_DATA / "eval" / "squad2-dev-half" / "dev-v2.0.json"
 SYSTEMS = ("always-abstain", "extractive-sentence", "extractive-span", "generator", "generator+fallback")
@@ -134,12 +143,9 @@ def select(questions: list[Question], subset: int | None, seed: int, limit: int 
 
 def build_index(data: list[dict], workdir: Path):
     """Index every paragraph (one file each) with the real embedder; incremental, so resumable."""
-    from ragapp.index.index import Index
-    from ragapp.ingest.embed import load_embedder
-
     corpus, index_dir = workdir / "corpus", workdir / "indexes"
     write_corpus(data, corpus)
-    embedder = load_embedder()
+    embedder = embed.load_embedder()
     with Index.open_or_create(INDEX_NAME, index_dir, embedder=embedder) as index:
         index.sync(corpus, embedder=embedder, progress=True)
     return index_dir, embedder
@@ -162,19 +168,12 @@ class Result:
 
 
 def _prediction(text: str) -> str:
-    from ragapp.answer.citations import strip_citations
-
     return strip_citations(text).strip().strip("“”\"").strip()
 
 
 class Runner:
     def __init__(self, index_dir: Path, embedder, k: int, backend: str | None, model: str | None, max_new_tokens: int,
                  workdir: Path | None = None):
-        from ragapp.answer.chat import ChatSession, ChatSettings
-        from ragapp.index.index import Index
-        from ragapp.retrieve.retriever import Retriever
-        from ragapp.retrieve.similarity import CachedEmbedder, vector_cache
-
         self.k = k
         self.cache = vector_cache(embedder)
         with Index.open(INDEX_NAME, index_dir) as idx:
@@ -192,9 +191,6 @@ class Runner:
         self.cache.warm([q.question for q in questions], store=store, sentences_too=False)
 
     def extractive(self, q: Question) -> dict[str, Result]:
-        from ragapp.answer import gate
-        from ragapp.answer.extractive import best_span, quote, rank_sentences
-
         t0 = time.perf_counter()
         passages = self.retriever.search(q.question, k=self.k, mode="hybrid")
         retrieved = any(p.source == q.source for p in passages)
@@ -228,8 +224,6 @@ class Runner:
 
 def _result(q: Question, ans, retrieved: bool, seconds: float) -> Result:
     """An answer that is empty once normalised ("[1].", "...") is the empty answer: an abstention."""
-    from ragapp.answer.chat import failed_check
-
     pred = "" if ans.abstained else _prediction(ans.text)
     empty = not normalize_answer(pred)
     return Result(q.id, "" if empty else pred, ans.abstained or empty, not failed_check(ans) or empty,
@@ -320,8 +314,6 @@ def run(
 
 
 def _model_tag(backend: str | None, model: str | None) -> str:
-    from ragapp.config import DEFAULT_LLM_MODEL
-
     name = Path(model).name if model else (DEFAULT_LLM_MODEL.name if (backend or "llm") == "llm" else "default")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{backend or 'llm'}-{name}")
 
@@ -331,7 +323,6 @@ def _model_fingerprint(backend: str | None, model: str | None, max_new_tokens: i
     (a hub id or an endpoint's model name stands for itself) and the answer length."""
     import hashlib
 
-    from ragapp.config import DEFAULT_LLM_MODEL
 
     h = hashlib.sha256(f"{backend or 'llm'}|{model}|{max_new_tokens}".encode())
     folder = Path(model) if model else (DEFAULT_LLM_MODEL if (backend or "llm") == "llm" else None)
@@ -377,8 +368,6 @@ def parse_systems(text: str) -> list[str]:
     systems = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in systems if s not in SYSTEMS]
     if bad:
-        from ragapp.errors import InvalidInput
-
         raise InvalidInput(f"unknown system(s) {', '.join(bad)}; choose from {', '.join(SYSTEMS)}, all, no-generator")
     return systems
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ragapp.errors import GeneratorError
 from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args
+from ragapp.generate.recase import Recaser, is_uncased, normalizer_of
 from ragapp.types import ABSTENTION
 
 END = "<|end|>"  # closes a turn in llm's chat template (llm.tokenizer.CHAT_TEMPLATE)
@@ -42,7 +43,6 @@ class LLMGenerator(Generator):
             from llm.tokenizer import CHAT_TEMPLATE
 
             self.tokenizer.chat_template = CHAT_TEMPLATE
-        from ragapp.generate.recase import is_uncased, normalizer_of
 
         # an uncased tokenizer (the MiniLM warm start) writes lowercase: copied spans get the passages' casing back
         self.normalize = normalizer_of(self.tokenizer) if is_uncased(self.tokenizer) else None
@@ -70,8 +70,6 @@ class LLMGenerator(Generator):
         filt = StopFilter(stops)
         recaser = None
         if self.normalize is not None:
-            from ragapp.generate.recase import Recaser
-
             recaser = Recaser("\n".join(m["content"] for m in messages), self.normalize)
         with self.lock:
             bias = self.first_token_bias

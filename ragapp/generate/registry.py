@@ -25,6 +25,9 @@ REGISTRY = {  # name -> "module:class"
     "openai": "ragapp.generate.openai_backend:OpenAIGenerator",
 }
 BACKENDS = tuple(REGISTRY)
+# What may answer in `ragapp serve`: a generator, or "extractive" (no model: the passages' best
+# sentences quoted).
+ANSWER_MODES = (*BACKENDS, "extractive")
 
 _CACHE: dict[tuple, Generator] = {}
 _CACHE_LOCK = threading.Lock()

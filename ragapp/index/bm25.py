@@ -13,12 +13,11 @@ Snowball stemming and bm25s's English stopword list is removed. What is added he
 * section context: a chunk is scored as BM25(chunk) + context_weight * BM25(its section), where
   a section is up to `section_chunks` consecutive chunks of the same file (a whole abstract, a
   few pages of a PDF). Chunking cuts a document's words apart: a passage about "its effect on
-  mortality" no longer holds the drug's name two sentences earlier. On SciFact (train queries),
-  BM25 over 200-token chunks scores nDCG@10 0.669 against 0.696 for whole abstracts; adding the
-  section score brings the chunks back to 0.698.
+  mortality" no longer holds the drug's name two sentences earlier; the section score gives
+  chunked documents back whole-document BM25 quality.
 
-Settings were chosen on the SciFact *train* queries (benchmarks/bench_retrieval.py): k1 and b
-hardly matter there (nDCG@10 0.692-0.697 over k1 0.9-2.0, b 0.4-1.0); stemming does (+0.03).
+Settings were chosen on the SciFact *train* queries (benchmarks/bench_retrieval.py); the numbers
+are in the README's Retrieval section and BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ from ragapp.config import (
 )
 from ragapp.errors import EmbedderMismatch, IndexNotFound, InvalidInput, RagError
 from ragapp.index.store import Store
+from ragapp.index.sync import add_files, sync_folder
+from ragapp.index.vectors import RERANK_DEPTH, VECTOR_KINDS, load_vector_store, make_vector_store, rerank_exact
+from ragapp.ingest import embed
 from ragapp.ingest.embed import canonical_name
 
 if TYPE_CHECKING:
@@ -129,8 +132,6 @@ class Index:
         vector_kind: str = "flat",
         _root: Path | None = None,
     ) -> Index:
-        from ragapp.index.vectors import VECTOR_KINDS
-
         index_dir = Path(index_dir)
         check_name(name)
         if vector_kind not in VECTOR_KINDS:
@@ -209,9 +210,7 @@ class Index:
     def embedder(self, embedder: Embedder | None = None) -> Embedder:
         """The given embedder after checking it, or the index's own, loaded."""
         if embedder is None:
-            from ragapp.ingest.embed import load_embedder
-
-            embedder = load_embedder(self.embedder_name)
+            embedder = embed.load_embedder(self.embedder_name)
         self.check_embedder(embedder)
         if self.dim is None:  # first use of an index created from a name: record the dimension
             self.manifest["embedder"].update(dim=int(embedder.dim), max_seq_length=int(embedder.max_seq_length))
@@ -240,16 +239,12 @@ class Index:
              max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None, within: list[Path] | None = None) -> SyncReport:
         """Bring the index in step with `folder`: see ragapp.index.sync. `log` gets one line per bad file;
         `within`: folders that files must resolve into (ragapp.ingest.loaders.scan_folder)."""
-        from ragapp.index.sync import sync_folder
-
         return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes, log=log,
                            within=within)
 
     def add_files(self, paths: list[Path], base: Path | None = None, embedder: Embedder | None = None,
                   progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:
         """Add or replace these files only (the upload path); other files stay as they are."""
-        from ragapp.index.sync import add_files
-
         return add_files(self, [Path(p) for p in paths], base=base, embedder=embedder, progress=progress,
                          max_bytes=max_bytes, log=log)
 
@@ -276,8 +271,6 @@ class Index:
 
     def vectors(self) -> VectorStore:
         """The vector store, in step with the SQLite store (reconciled by chunk id when not)."""
-        from ragapp.index.vectors import load_vector_store, make_vector_store
-
         with self.store.snapshot():
             version = self.store.version()
             if self._vs is not None and self._vs_version == version:
@@ -328,7 +321,6 @@ class Index:
         if self.dim is None:
             q = np.atleast_2d(qvecs)
             return np.zeros((len(q), k), np.float32), np.full((len(q), k), -1, np.int64)
-        from ragapp.index.vectors import RERANK_DEPTH, rerank_exact
 
         q = np.atleast_2d(np.asarray(qvecs, dtype=np.float32))
         vs = self.vectors()
@@ -460,7 +452,6 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
 def _carry_over(old: Index, new: Index, folder_root: str, embedder: Embedder | None, report: SyncReport) -> None:
     """Copy files of `old` that the folder sync did not cover into `new`, re-embedding their
     stored chunk texts with the new embedder (their originals may be gone, e.g. uploads)."""
-    from ragapp.index.store import NewChunk
 
     rows = [r for root in old.store.roots() if root != folder_root for r in old.store.files_under(root)]
     rows = [r for r in rows if new.store.file(r.path) is None]
@@ -470,11 +461,7 @@ def _carry_over(old: Index, new: Index, folder_root: str, embedder: Embedder | N
     with new.writing():
         for row in rows:
             if not new.store.has_content(row.hash):
-                stored = old.store.db.execute(
-                    "SELECT text, page, start, end, n_tokens FROM chunks WHERE hash=? ORDER BY ord", (row.hash,)
-                ).fetchall()
-                pages = old.store.db.execute("SELECT pages FROM contents WHERE hash=?", (row.hash,)).fetchone()[0]
-                chunks = [NewChunk(*c) for c in stored]
+                chunks, pages = old.store.stored_chunks(row.hash)
                 vecs = emb.encode([c.text for c in chunks])
                 with new.store.transaction():
                     new.store.add_content(row.hash, chunks, vecs, pages)

@@ -175,9 +175,12 @@ class Store:
             )
             return self._collect(old.hash) if old and old.hash != row.hash else []
 
-    def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
-        """Same content, new mtime (e.g. `touch`): remember it so the next run skips the read."""
-        self.db.execute("UPDATE files SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+    def touch_file(self, path: str, size: int, mtime_ns: int, root: str | None = None) -> None:
+        """Same content, new mtime (e.g. `touch`) or folder: remember it so the next run skips the read."""
+        if root is None:
+            self.db.execute("UPDATE files SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+        else:
+            self.db.execute("UPDATE files SET size=?, mtime_ns=?, root=? WHERE path=?", (size, mtime_ns, root, path))
 
     def delete_files(self, paths: Iterable[str]) -> list[int]:
         """Remove file rows; returns the ids of the chunks garbage-collected with them."""
@@ -226,6 +229,17 @@ class Store:
     def count(self, table: str) -> int:
         assert table in ("files", "chunks", "contents")
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def files_stamp(self) -> tuple[int, float]:
+        """(files, latest indexing time): changes when any file is added, removed or renamed."""
+        return tuple(self.db.execute("SELECT COUNT(*), COALESCE(MAX(indexed_at), 0) FROM files").fetchone())
+
+    def stored_chunks(self, key: str) -> tuple[list[NewChunk], int]:
+        """The chunks of one content, in order, and its page count (to copy it into another index)."""
+        rows = self.db.execute("SELECT text, page, start, end, n_tokens FROM chunks WHERE hash=? ORDER BY ord",
+                               (key,)).fetchall()
+        pages = self.db.execute("SELECT pages FROM contents WHERE hash=?", (key,)).fetchone()[0]
+        return [NewChunk(*r) for r in rows], pages
 
     def pages(self) -> int:
         return int(self.db.execute("SELECT COALESCE(SUM(pages), 0) FROM contents").fetchone()[0])

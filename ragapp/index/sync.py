@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 from ragapp.config import DEFAULT_MAX_FILE_BYTES
 from ragapp.errors import Interrupted, LoaderError
 from ragapp.index.store import FileRow, NewChunk
+from ragapp.ingest.chunking import chunk_documents, make_splitter
+from ragapp.ingest.loaders import load_file, scan_folder
 
 if TYPE_CHECKING:
     from ragapp.index.index import Index
@@ -98,7 +100,6 @@ def content_key(path: Path) -> str:
 
 def _load_file(path: Path, max_bytes: int):
     # Looked up at call time so that tests can count the parses (ragapp.index.sync._load_file).
-    from ragapp.ingest.loaders import load_file
 
     return load_file(path, max_bytes=max_bytes)
 
@@ -178,10 +179,7 @@ class _Syncer:
                 continue
             if row and row.hash == key:
                 with self.store.transaction():
-                    self.store.db.execute(
-                        "UPDATE files SET size=?, mtime_ns=?, root=? WHERE path=?",
-                        (st.st_size, st.st_mtime_ns, self.root, rel),
-                    )
+                    self.store.touch_file(rel, st.st_size, st.st_mtime_ns, root=self.root)
                 self.report.unchanged += 1
                 bar.update(1)
             elif self.store.has_content(key):
@@ -209,7 +207,6 @@ class _Syncer:
         if not jobs:
             return
         embedder = self.index.embedder(self.embedder_arg)
-        from ragapp.ingest.chunking import chunk_documents, make_splitter
 
         chunking = self.index.manifest["chunking"]
         # One splitter for the run, used only by the worker thread (it holds its own copy of the
@@ -336,8 +333,6 @@ class _Syncer:
 def sync_folder(index: Index, folder: Path, embedder: Embedder | None = None, progress: bool = True,
                 max_bytes: int = DEFAULT_MAX_FILE_BYTES, log: Callable[[str], None] | None = None,
                 within: list[Path] | None = None) -> SyncReport:
-    from ragapp.ingest.loaders import scan_folder
-
     if embedder is not None:
         index.check_embedder(embedder)
     supported, unsupported = scan_folder(folder, within=within)

@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K
 from ragapp.errors import InvalidInput
+from ragapp.retrieve.retriever import Retriever
 from ragapp.types import Passage
 
 
@@ -63,8 +64,6 @@ class RagappRetriever(BaseRetriever):
     @property
     def retriever(self):
         if self._retriever is None:
-            from ragapp.retrieve.retriever import Retriever
-
             self._retriever = Retriever(self.collections, index_dir=self.index_dir, embedder=self.embedder)
         return self._retriever
 

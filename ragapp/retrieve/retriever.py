@@ -1,7 +1,7 @@
 """Search one or several indexes: dense (FAISS) + lexical (BM25) candidates, fused, optionally
 diversified with MMR, filtered by source, extension and page.
 
-    from ragapp.retrieve.retriever import Retriever
+    from ragapp import Retriever
     r = Retriever(["docs", "papers"])
     for p in r.search("how do I rebuild an index?", k=5, filters={"ext": ".pdf", "page": [1, 10]}):
         print(f"{p.score:.3f} {p.label()} {p.text[:80]}")
@@ -13,7 +13,7 @@ How a query runs:
    collections of one embedder). Lexical: the `depth` best BM25 chunks over all collections.
    Filters are applied before the cut, so a filtered search still returns up to k passages.
 3. Fusion (RetrieverConfig.fusion) of the two candidate lists — see `RetrieverConfig` for the
-   default and the SciFact numbers that chose it.
+   default (BENCHMARKS.md has the SciFact numbers that chose it).
 4. MMR (optional) re-picks k of the best `mmr_pool` fused candidates for diversity, using the
    stored chunk embeddings (no re-embedding).
 
@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K, RRF_K
+from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K, RETRIEVAL_MODES, RRF_K
 from ragapp.errors import InvalidInput
 from ragapp.index.bm25 import BM25Index, BM25Params, load_or_build
+from ragapp.index.index import Index
 from ragapp.retrieve.fusion import NORMALIZATIONS, convex, rrf
 from ragapp.retrieve.fusion import mmr as mmr_select
 from ragapp.types import Passage
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from ragapp.index.index import Index
     from ragapp.ingest.embed import Embedder
 
-MODES = ("hybrid", "dense", "bm25")
+MODES = RETRIEVAL_MODES
 FUSIONS = ("convex", "rrf")
 FILTER_KEYS = ("source", "ext", "page")
 
@@ -56,11 +57,8 @@ class RetrieverConfig:
     """How hybrid search fuses its two candidate lists.
 
     Default: convex combination of z-score-normalized dense and BM25 scores, weights 0.5/0.5,
-    over the top 1,000 of each (BM25 with section context, see ragapp.index.bm25). Chosen on the 809
-    SciFact train queries (benchmarks/bench_retrieval.py --tune): nDCG@10 0.742, against 0.721
-    for RRF with k=60 and 0.730 with k=10 (the best RRF), 0.742 for min-max normalization, and
-    0.737-0.740 for dense weights 0.4/0.6 or 100 candidates. On the 300 test queries: 0.745
-    (RRF k=60: 0.732; dense alone 0.686; BM25 alone 0.685).
+    over the top 1,000 of each (BM25 with section context, see ragapp.index.bm25), chosen on the
+    SciFact train queries (`benchmarks/bench_retrieval.py --tune`; the table is in BENCHMARKS.md).
     """
 
     fusion: str = "convex"  # "convex" (normalized score sum) or "rrf" (reciprocal rank)
@@ -215,7 +213,7 @@ def _files_stamp(index: Index) -> tuple:
     follows the chunk set) stays the same while the paths a source filter sees do not."""
     store = getattr(index, "store", None)
     try:
-        return tuple(store.db.execute("SELECT COUNT(*), COALESCE(MAX(indexed_at), 0) FROM files").fetchone())
+        return store.files_stamp()
     except Exception:  # another store: the file listing itself is the stamp
         return tuple((f["source"], f["hash"]) for f in index.files())
 
@@ -351,8 +349,6 @@ class Retriever:
         with self._lock:
             col = self._collections.get(name)
             if col is None:
-                from ragapp.index.index import Index
-
                 if not isinstance(name, str):
                     raise InvalidInput(f"collection names are strings, got {name!r}")
                 index = Index.open(name, self.index_dir)  # IndexNotFound names it and lists the others
@@ -398,8 +394,7 @@ class Retriever:
             raise InvalidInput("the query is empty; type a question or some keywords")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput(f"k must be a whole number of passages, at least 1, got {k!r}")
-        if mode not in MODES:
-            raise InvalidInput(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_mode(mode)
         if not 0.0 <= mmr_lambda <= 1.0:
             raise InvalidInput(f"mmr_lambda={mmr_lambda} must be between 0 (diversity only) and 1 (relevance only)")
         if isinstance(collections, str):
@@ -508,3 +503,9 @@ class Retriever:
                                chunk_id=int(row["id"]), collection=cols[key[0]].name,
                                start=int(row["start"]), end=int(row["end"]), sources=list(sources)))
         return out
+
+
+def check_mode(mode: str) -> str:
+    if mode not in RETRIEVAL_MODES:
+        raise InvalidInput(f"unknown search mode {mode!r}; choose one of {', '.join(RETRIEVAL_MODES)}")
+    return mode

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragapp.retrieve.lexical import sentences
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -60,7 +62,6 @@ class VectorCache:
         import numpy as np
         from tqdm.auto import tqdm
 
-        from ragapp.retrieve.lexical import sentences
 
         wanted = list(dict.fromkeys(t for p in texts for t in ([p, *sentences(p)] if sentences_too else [p])))
         self.max_items = max(self.max_items, len(self._vecs) + len(wanted) + 10_000)

@@ -37,9 +37,14 @@ from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragapp import __version__
 from ragapp.errors import RagError, Unauthorized
 from ragapp.serve.http_status import headers_of, status_of
+from ragapp.serve.same_origin import SameOriginGuard, allowed_hosts
 from ragapp.serve.service import RagService
+from ragapp.serve.throttle import GradioLoginGuard
+from ragapp.serve.ui import CSS, HEAD, build_demo, gradio_upload_folder
+from ragapp.serve.upload_guard import UploadGuard
 from ragapp.types import Answer, Citation, Passage
 
 # ----------------------------------------------------------------------------- JSON shapes
@@ -279,8 +284,6 @@ def _chain(first, rest):
 
 
 def _version() -> str:
-    from ragapp import __version__
-
     return __version__
 
 
@@ -291,7 +294,6 @@ def build_app(service: RagService) -> FastAPI:
     """The API with the Gradio page mounted at "/" (behind the same login when --auth is on)."""
     import gradio as gr
 
-    from ragapp.serve.ui import CSS, HEAD, build_demo
 
     app = create_app(service)
     demo = build_demo(service)
@@ -310,10 +312,6 @@ def guarded(app, service: RagService):
     """The app behind the request guards, outermost first: same-origin, login throttle, upload limits."""
     from starlette.middleware.cors import CORSMiddleware
 
-    from ragapp.serve.same_origin import SameOriginGuard, allowed_hosts
-    from ragapp.serve.throttle import GradioLoginGuard
-    from ragapp.serve.ui import gradio_upload_folder
-    from ragapp.serve.upload_guard import UploadGuard
 
     cfg = service.config
     app.add_middleware(UploadGuard, paths=UPLOAD_ROUTES, limits=cfg.limits, upload_folder=gradio_upload_folder)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ragapp.answer.chat import ChatSession, ChatSettings
+from ragapp.answer.gate import load_gate
 from ragapp.config import (
     DEFAULT_EMBEDDER,
     DEFAULT_HOST,
@@ -43,7 +45,10 @@ from ragapp.errors import (
     InvalidInput,
     RagError,
 )
-from ragapp.generate.registry import BACKENDS as GENERATORS
+from ragapp.generate.registry import ANSWER_MODES
+from ragapp.index.index import Index, check_name, list_indexes
+from ragapp.index.sync import stop_when
+from ragapp.ingest import embed  # embed.load_embedder: one name to replace in tests
 from ragapp.serve.throttle import LoginThrottle
 from ragapp.serve.uploads import (
     UploadLimits,
@@ -55,8 +60,7 @@ from ragapp.serve.uploads import (
 
 SEP = "--"  # between user and collection in the index name (user names have no "-")
 UPLOADS = "_uploads"  # index_dir/_uploads/INDEX/: saved uploads; "_" can never start an index name
-# The generators, and "extractive": an answer mode that quotes the best passage sentences, no model.
-BACKENDS = (*GENERATORS, "extractive")
+BACKENDS = ANSWER_MODES
 
 
 @dataclass
@@ -76,8 +80,6 @@ class ServeConfig:
     allowed_origins: list[str] = field(default_factory=list)  # --allowed-origin: other sites trusted (CORS on for them)
 
     def __post_init__(self) -> None:
-        from ragapp.index.index import check_name
-
         self.index_dir = Path(self.index_dir)
         if self.backend not in BACKENDS:
             raise InvalidInput(f"unknown --backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
@@ -189,8 +191,6 @@ class RagService:
     @property
     def gate_threshold(self) -> float:
         """The calibrated evidence threshold: the page's default for its gate setting."""
-        from ragapp.answer.gate import load_gate
-
         return round(load_gate().threshold, 2)
 
     # -- users and names ---------------------------------------------------------------------------
@@ -206,8 +206,6 @@ class RagService:
         return user
 
     def real_name(self, user: str | None, name: str) -> str:
-        from ragapp.index.index import check_name
-
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput("no collection given; choose a collection (or type a new name to create one)")
         name = check_name(name.strip())
@@ -224,8 +222,6 @@ class RagService:
 
     def collections(self, user: str | None) -> list[str]:
         """The collections this user sees, by the names they use."""
-        from ragapp.index.index import list_indexes
-
         have = list_indexes(self.config.index_dir)
         if not self.auth:
             return have
@@ -258,9 +254,7 @@ class RagService:
                 if fixed is not None and fixed.name == name:
                     inner = fixed
                 else:
-                    from ragapp.ingest.embed import load_embedder
-
-                    inner = load_embedder(name)
+                    inner = embed.load_embedder(name)
                 self._embedders[name] = LockedEmbedder(inner)
             return self._embedders[name]
 
@@ -269,8 +263,6 @@ class RagService:
         return self.embedder_for(fixed.name if fixed is not None else self.config.embedder)
 
     def session(self, backend: str, model: str | None, embedder_name: str):
-        from ragapp.answer.chat import ChatSession
-
         if backend not in BACKENDS:
             raise InvalidInput(f"unknown generator backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         model = (model or "").strip() or None
@@ -306,9 +298,6 @@ class RagService:
                     model: str | None = None, temperature: float = 0.0, gate: bool = True,
                     gate_threshold: float | None = None, max_new_tokens: int = 256, mode: str = "hybrid") -> Iterator:
         """Partial answer texts, then the final Answer (ragapp.answer.chat.ChatSession.answer_stream)."""
-        from ragapp.answer.chat import ChatSettings
-        from ragapp.index.index import Index
-
         real = self.resolve(user, collections)
         embedders = set()
         for name in real:
@@ -326,7 +315,6 @@ class RagService:
 
     def search(self, user: str | None, query: str, collections=None, k: int | None = None, **options):
         real = self.resolve(user, collections)
-        from ragapp.index.index import Index
 
         with Index.open(real[0], self.config.index_dir) as index:
             emb = index.embedder_name
@@ -358,15 +346,11 @@ class RagService:
             return self._write_locks.setdefault(real, threading.Lock())
 
     def files(self, user: str | None, collection: str) -> list[dict]:
-        from ragapp.index.index import Index
-
         (real,) = self.resolve(user, [collection])
         with Index.open(real, self.config.index_dir) as index:
             return index.files()
 
     def info(self, user: str | None, collection: str) -> dict:
-        from ragapp.index.index import Index
-
         (real,) = self.resolve(user, [collection])
         with Index.open(real, self.config.index_dir) as index:
             info = index.info()
@@ -377,8 +361,6 @@ class RagService:
 
     def upload(self, user: str | None, collection: str, files: Sequence[tuple[str, BinaryIO | Path]]) -> Job:
         """Save the files (limits, safe names) into the collection's upload folder, then index them in the background."""
-        from ragapp.index.index import Index, check_name
-
         owner = self.owner(user)
         if not self.writable(user, check_name(collection.strip())):
             raise Forbidden(f"collection {collection!r} is shared read-only; upload into a collection of your own")
@@ -402,8 +384,6 @@ class RagService:
 
     def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False) -> Job:
         """Index (incrementally) a folder on the server's disk into a collection, in the background."""
-        from ragapp.index.index import Index, check_name
-
         owner = self.owner(user) if not trusted else "server"
         collection = check_name(str(collection).strip())
         if not trusted and not self.writable(user, collection):
@@ -432,8 +412,6 @@ class RagService:
         return self._submit(owner, collection, real, f"folder {path.name if trusted else path}", work)
 
     def remove_file(self, user: str | None, collection: str, source: str) -> int:
-        from ragapp.index.index import Index
-
         (real,) = self.resolve(user, [collection], write=True)
         lock = self._write_lock(real)
         if not lock.acquire(timeout=2.0):
@@ -460,9 +438,6 @@ class RagService:
         return job
 
     def _run(self, job: Job, work) -> None:
-        from ragapp.index.index import Index
-        from ragapp.index.sync import stop_when
-
         if job.done_event.is_set():  # ended by close() before it could start
             return
         job.started = time.time()
@@ -510,8 +485,6 @@ class RagService:
     def start(self) -> list[str]:
         """Finish what a previous run left: partial uploads, uploads not yet indexed; index --folder.
         Returns lines for the console."""
-        from ragapp.index.index import Index, list_indexes
-
         notes = []
         uploads = self.config.index_dir / UPLOADS
         for real in list_indexes(self.config.index_dir):

@@ -208,7 +208,7 @@ def test_empty_question_is_refused(docs_index, embedder, question):
 
 
 @pytest.mark.parametrize("bad, message", [({"k": 0}, "--k must be at least 1"), ({"temperature": 3.0}, "--temperature must be between 0 and 2"),
-                                          ({"mode": "fuzzy"}, "retrieval mode must be hybrid, dense or bm25")])
+                                          ({"mode": "fuzzy"}, "unknown search mode 'fuzzy'; choose one of hybrid, dense, bm25")])
 def test_bad_settings(bad, message):
     with pytest.raises(InvalidInput, match=message):
         ChatSettings(**bad)

@@ -63,7 +63,7 @@ def open_page(playwright, url: str):
 
 def upload(page, path: Path, collection: str) -> str:
     page.locator("#uploads input[type=file]").set_input_files(str(path))
-    page.get_by_text(path.name).first.wait_for()  # the file is on the server before we index it
+    page.get_by_text(path.name).first.wait_for(timeout=120_000)  # the file is on the server before we index it
     target = page.locator("#target input")
     target.fill(collection)
     target.press("Enter")
