@@ -106,14 +106,7 @@ def load_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Docum
     if ext not in SUPPORTED_EXTENSIONS:
         raise _fail(path, UNSUPPORTED.format(ext=ext or "(none)"))
     data = _read_bytes(path, max_bytes)
-    source = str(path)
-    if ext == ".pdf":
-        return _load_pdf(path, data, source)
-    if ext == ".docx":
-        return [_load_docx(path, data, source)]
-    if ext in HTML_EXTENSIONS:
-        return [_load_html(path, data, source)]
-    return [_load_text(path, data, source, ext)]
+    return LOADERS[ext](path, data, str(path))
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -426,3 +419,14 @@ def _pdf_title(reader) -> str:
         return str(meta.title).strip() if meta and meta.title else ""
     except Exception:  # a broken info dictionary is not worth failing the file for
         return ""
+
+
+# A new file type: a function (path, bytes, source) -> [Document] above, its line here, and its
+# extension in ragapp.config.SUPPORTED_EXTENSIONS.
+LOADERS = {
+    ".pdf": _load_pdf,
+    ".docx": lambda path, data, source: [_load_docx(path, data, source)],
+    **{ext: lambda path, data, source: [_load_html(path, data, source)] for ext in HTML_EXTENSIONS},
+    **{ext: (lambda path, data, source, ext=ext: [_load_text(path, data, source, ext)]) for ext in TEXT_EXTENSIONS},
+}
+assert set(LOADERS) == set(SUPPORTED_EXTENSIONS), "every supported extension has a loader"
