@@ -136,6 +136,7 @@ def cmd_train(objective: str, a) -> int:
 def cmd_generate(a) -> int:
     from llm.checkpoint import load_pretrained
     from llm.generate import generate, stream
+    from llm.tokenizer import render_chat
 
     prompts = [ln.rstrip("\n") for ln in sys.stdin] if a.prompt == ["-"] else [" ".join(a.prompt)]
     model, tokenizer = load_pretrained(a.checkpoint)
@@ -144,7 +145,7 @@ def cmd_generate(a) -> int:
     if a.chat:
         def wrap(p):
             msgs = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": p}]
-            return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return render_chat(tokenizer, msgs, add_generation_prompt=True)
         prompts = [wrap(p) for p in prompts]
     kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
               repetition_penalty=a.repetition_penalty, seed=a.seed)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from llm.tokenizer import SPECIAL_TOKENS, iter_texts, open_text, special_ids
+from llm.tokenizer import SPECIAL_TOKENS, chat_ids, iter_texts, open_text, render_chat, special_ids
 
 MANIFEST = "manifest.json"
 IGNORE = -100
@@ -239,28 +240,29 @@ def _as_answer(value, where: str) -> str:
 
 
 # --------------------------------------------------------------------------- chat encoding
-def _render(tokenizer, messages, generation_prompt: bool) -> str:
-    if tokenizer.chat_template is None:
-        raise ValueError("tokenizer has no chat template; make it with `llm tokenizer` or add_chat_tokens")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+# {% generation %}...{% endgeneration %}: a template that marks the assistant tokens itself (transformers'
+# return_assistant_tokens_mask); templates without it (ours, SmolLM2's ChatML) get their spans by prefix rendering
+_GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 
 
 def chat_spans(tokenizer, messages, last_only: bool) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of the assistant answers to train on
-    (content plus the end-of-turn token, not the role header). Spans come from rendering prefixes,
-    so any chat template that renders conversations incrementally works."""
-    text = _render(tokenizer, messages, False)
+    (content plus the end-of-turn token, not the role header). Spans come from rendering prefixes:
+    an answer starts where the conversation before it, rendered with the generation prompt, ends, and
+    runs to the end of its own turn. Any chat template that renders conversations incrementally works
+    (ours, ChatML)."""
+    text = render_chat(tokenizer, messages, False)
     spans = []
     for k, m in enumerate(messages):
         if m["role"] != "assistant" or (last_only and k != len(messages) - 1):
             continue
-        a = len(_render(tokenizer, messages[:k], True))
-        upto = _render(tokenizer, messages[:k + 1], False)
-        b = len(upto)
-        if not text.startswith(upto):
+        prompt = render_chat(tokenizer, messages[:k], True)
+        upto = render_chat(tokenizer, messages[:k + 1], False)
+        a, b = len(prompt), len(upto)
+        if not (text.startswith(upto) and upto.startswith(prompt)):
             raise ValueError("the chat template does not render conversations incrementally; cannot find "
                              "the assistant spans")
-        while b > a and text[b - 1].isspace():  # the newline after <|end|> is layout, not answer
+        while b > a and text[b - 1].isspace():  # the newline after <|end|> / <|im_end|> is layout, not answer
             b -= 1
         spans.append((a, b))
     return text, spans
@@ -285,7 +287,30 @@ class Example:
         return i
 
 
+def _encode_marked(tokenizer, conversations, last_only: bool) -> list[Example]:
+    """encode_chats for a template with {% generation %} marks: transformers' own assistant mask."""
+    out = []
+    for msgs in conversations:
+        enc = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        ids, mask = list(enc["input_ids"]), np.asarray(enc["assistant_masks"], dtype=bool)
+        if last_only:  # only the final answer: its run of marked tokens
+            keep = np.zeros_like(mask)
+            if msgs[-1]["role"] == "assistant" and mask.any():
+                i = int(np.flatnonzero(mask)[-1])
+                while i >= 0 and mask[i]:
+                    keep[i] = True
+                    i -= 1
+            mask = keep
+        end = int(np.flatnonzero(mask)[-1]) + 1 if mask.any() else len(ids)
+        out.append(Example(np.asarray(ids[:end], dtype=np.int64), mask[:end]))
+    return out
+
+
 def encode_chats(tokenizer, conversations: list[list[dict]], last_only: bool = False) -> list[Example]:
+    """Token ids of each conversation, rendered by render_chat, and the mask of the answer tokens to train on."""
+    template = tokenizer.get_chat_template() if getattr(tokenizer, "chat_template", None) else ""
+    if _GENERATION_TAG.search(template):
+        return _encode_marked(tokenizer, conversations, last_only)
     texts, all_spans = [], []
     for msgs in conversations:
         text, spans = chat_spans(tokenizer, msgs, last_only)
@@ -371,7 +396,7 @@ class SFTData:
                  chunk: int = 512):
         from tqdm.auto import tqdm
 
-        self.pad_id = special_ids(tokenizer)["pad"]
+        self.pad_id = chat_ids(tokenizer)["pad"]
         self.report = Report(f"sft data {Path(path).name}")
         self.examples: list[Example] = []
         convs: list[list[dict]] = []
@@ -410,7 +435,7 @@ class PreferenceData:
     def __init__(self, path, tokenizer, seq_len: int, progress: bool = True):
         from tqdm.auto import tqdm
 
-        self.pad_id = special_ids(tokenizer)["pad"]
+        self.pad_id = chat_ids(tokenizer)["pad"]
         self.report = Report(f"preference data {Path(path).name}")
         self.pairs: list[tuple[Example, Example]] = []
         self.prompts: list[list[dict]] = []
@@ -513,7 +538,7 @@ class PromptData:
     def __init__(self, path, tokenizer, max_prompt_len: int, progress: bool = True):
         from tqdm.auto import tqdm
 
-        self.pad_id = special_ids(tokenizer)["pad"]
+        self.pad_id = chat_ids(tokenizer)["pad"]
         self.report = Report(f"prompts {Path(path).name}", cut="prompt start cut", drop="only assistant turns")
         self.prompts: list[np.ndarray] = []
         self.messages: list[list[dict]] = []
@@ -531,7 +556,7 @@ class PromptData:
             if not msgs:
                 self.report.add("dropped")
                 continue
-            toks = tokenizer(_render(tokenizer, msgs, True), add_special_tokens=False)["input_ids"]
+            toks = tokenizer(render_chat(tokenizer, msgs, True), add_special_tokens=False)["input_ids"]
             self.report.add("truncated" if len(toks) > max_prompt_len else "ok")
             self.prompts.append(np.asarray(toks[-max_prompt_len:], dtype=np.int64))
             self.messages.append(msgs)

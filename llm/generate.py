@@ -14,14 +14,18 @@ from typing import Iterable, Iterator
 
 import torch
 
-from llm.tokenizer import SPECIAL_TOKENS
+from llm.tokenizer import SPECIAL_TOKENS, chat_ids, has_own_template
 
 
 def stop_token_ids_of(tokenizer) -> set[int]:
-    """Tokens that end a reply: end-of-text, end-of-turn, and the start of another turn."""
+    """Tokens that end a reply: end-of-text, end-of-turn, and the start of another turn. A tokenizer with a
+    chat template of its own stops at its end-of-text and its template's end-of-turn token (SmolLM2's
+    <|im_end|>); our chat tokens mean nothing to it (and its role names are plain text, not tokens)."""
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
+    if has_own_template(tokenizer):
+        return ids | {chat_ids(tokenizer)["end"]}
     vocab = tokenizer.get_vocab()
     for key in ("eos", "end", "user", "system", "assistant"):
         if SPECIAL_TOKENS[key] in vocab:

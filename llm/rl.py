@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from llm.data import EpochSampler, PromptData, _pad, split_indices
 from llm.objectives import Objective, _Frozen, token_logps
-from llm.tokenizer import special_ids
+from llm.tokenizer import chat_ids
 
 
 class GRPOLoss(nn.Module):
@@ -49,7 +49,7 @@ class RLObjective(Objective):
         self.module = GRPOLoss(model, cfg.rl_kl_coef, cfg.rl_clip)
         self._ref = _Frozen(reference)
         self._reward = _Frozen(reward_model)
-        ids = special_ids(tokenizer)
+        ids = chat_ids(tokenizer)  # ours, or a template of its own (SmolLM2)
         self.pad_id = ids["pad"]
         self.stop_ids = {ids["end"], ids["eos"]}
         data = PromptData(cfg.data, tokenizer, max_prompt, progress=cfg.progress and rank == 0)

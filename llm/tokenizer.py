@@ -174,8 +174,70 @@ def load_tokenizer(path):
     return tokenizer
 
 
+# --------------------------------------------------------------------------- chat rendering
+# Two kinds of chat tokenizer: ours (CHAT_TEMPLATE over the <|system|> <|user|> <|assistant|> <|end|> tokens) and
+# an imported instruct model's, which keeps the template it was tuned on (SmolLM2: ChatML,
+# `<|im_start|>role\n...<|im_end|>`). Its prompts, SFT/DPO data and stop tokens must follow that template, or
+# fine-tuning and generation talk to the model in a format it never saw. Everything chat goes through
+# render_chat, end_of_turn and chat_ids below.
+def has_own_template(tokenizer) -> bool:
+    """Whether the tokenizer brings a chat template of its own (an imported model's) rather than ours."""
+    template = getattr(tokenizer, "chat_template", None)
+    return bool(template) and template != CHAT_TEMPLATE
+
+
+def render_chat(tokenizer, messages, add_generation_prompt: bool = False) -> str:
+    """The text of a conversation: the tokenizer's chat template (its own, or ours), or ours when it has none.
+    With add_generation_prompt the text ends with the header of the assistant reply to write."""
+    template = None if getattr(tokenizer, "chat_template", None) else CHAT_TEMPLATE  # None: the tokenizer's own
+    return tokenizer.apply_chat_template(list(messages), chat_template=template, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def end_of_turn(tokenizer) -> str:
+    """The token that closes a reply, where generation stops and the answer mask ends: ours `<|end|>`; for a
+    template of its own, the special token it writes right after an assistant reply (ChatML `<|im_end|>`,
+    Llama 3 `<|eot_id|>`, Gemma `<end_of_turn>`), read off a rendered probe; else its end-of-text token."""
+    if not has_own_template(tokenizer):
+        return SPECIAL_TOKENS["end"]
+    from jinja2 import TemplateError
+
+    reply = "Fine, thanks."
+    try:
+        text = render_chat(tokenizer, [{"role": "user", "content": "How are you?"},
+                                       {"role": "assistant", "content": reply}])
+    except TemplateError:  # a template that rejects the probe (its raise_exception): fall back to eos
+        text = ""
+    after = text[text.rfind(reply) + len(reply):].strip() if reply in text else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    if ids and ids[0] in special:
+        return tokenizer.convert_ids_to_tokens(ids[0])
+    if tokenizer.eos_token is None:
+        raise ValueError("the tokenizer's chat template closes no turn with a special token and it has no "
+                         "end-of-text token: cannot tell where a reply ends")
+    return tokenizer.eos_token
+
+
+def chat_ids(tokenizer) -> dict[str, int]:
+    """Ids of `eos` (end of text), `end` (end of turn: where a reply stops) and `pad`, for either kind of tokenizer.
+
+    Ours: special_ids' checks (every chat token present, pad distinct from eos). A template of its own may pad
+    with its end-of-turn token (SmolLM2 pads with <|im_end|>): harmless here, because the chat losses train
+    exactly the masked answer tokens (data.lm_batch) and padding is only ever a right-padded input, never a
+    target, so the end-of-turn token at the end of every answer is still learned."""
+    if not has_own_template(tokenizer):
+        ids = special_ids(tokenizer)
+        return {k: ids[k] for k in ("eos", "end", "pad")}
+    end = int(tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)))
+    eos = int(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else end
+    pad = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else eos
+    return {"eos": eos, "end": end, "pad": pad}
+
+
 def special_ids(tokenizer) -> dict[str, int]:
-    """Ids of the chat tokens. Raises naming the missing token if the tokenizer lacks one."""
+    """Ids of our chat tokens. Raises naming the missing token if the tokenizer lacks one (chat data and
+    generation use chat_ids, which also serves a tokenizer with its own template)."""
     ids = {}
     for key, token in SPECIAL_TOKENS.items():
         if key == "pad":

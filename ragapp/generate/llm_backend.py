@@ -10,7 +10,12 @@ from ragapp.generate.base import Generator, Messages, StopFilter, check_generati
 from ragapp.generate.recase import Recaser, is_uncased, normalizer_of
 from ragapp.types import ABSTENTION
 
-END = "<|end|>"  # closes a turn in llm's chat template (llm.tokenizer.CHAT_TEMPLATE)
+# The most context the app fills. An imported model may read far more (SmolLM2: 8192), but the prompt builder fills
+# whatever it is given with passages, and on CPU every prompt token is prefill time before the first answer token
+# (SmolLM2-135M on 2 cores: ~1 s for 512 tokens, ~6 s for 2048, ~33 s for 8192: attention grows quadratically).
+# ragapp's default 5 passages make prompts of 650-1,100 SmolLM2 tokens, so 2048 holds them with room for the answer.
+# Our own checkpoints (512) are below it.
+MAX_CONTEXT = 2048
 
 
 class LLMGenerator(Generator):
@@ -34,15 +39,15 @@ class LLMGenerator(Generator):
         self.model.eval()
         self.name = path.name
         self.path = path
-        self.context_tokens = int(self.model.config.max_seq_len)
+        self.context_tokens = min(int(self.model.config.max_seq_len), MAX_CONTEXT)
         self.prefix_lm = bool(getattr(self.model.config, "prefix_lm", False))
         self.special_tokens = tuple(self.tokenizer.all_special_tokens) + tuple(
             str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
         )
-        if not getattr(self.tokenizer, "chat_template", None):
-            from llm.tokenizer import CHAT_TEMPLATE
+        from llm.tokenizer import end_of_turn
 
-            self.tokenizer.chat_template = CHAT_TEMPLATE
+        # the checkpoint's end-of-turn token: ours <|end|>, or its own template's (SmolLM2: <|im_end|>)
+        self.end = end_of_turn(self.tokenizer)
 
         # an uncased tokenizer (the MiniLM warm start) writes lowercase: copied spans get the passages' casing back
         self.normalize = normalizer_of(self.tokenizer) if is_uncased(self.tokenizer) else None
@@ -50,7 +55,10 @@ class LLMGenerator(Generator):
         self.answer_tokens = answer_tokens(path)
 
     def render(self, messages: Messages) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        """The prompt in the checkpoint's chat template (its own, e.g. SmolLM2's ChatML, or our chat tokens)."""
+        from llm.tokenizer import render_chat
+
+        return render_chat(self.tokenizer, messages, add_generation_prompt=True)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -61,12 +69,12 @@ class LLMGenerator(Generator):
         from llm.generate import stream
 
         check_generation_args(max_new_tokens, temperature)
-        prompt = self.render(messages)  # ends with "<|assistant|>\n": the whole prompt is the prefix
+        prompt = self.render(messages)  # ends with the assistant header: the whole prompt is the prefix
         n = self.count_tokens(prompt)
         budget = self.context_tokens - n
         if budget < 1:
             raise GeneratorError(f"the prompt has {n} tokens; {self.name} reads at most {self.context_tokens}")
-        stops = [END, *stop]
+        stops = [self.end, *stop]
         filt = StopFilter(stops)
         recaser = None
         if self.normalize is not None:
