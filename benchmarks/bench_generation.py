@@ -221,7 +221,7 @@ def smollm2(args) -> None:
         f"{torch.__version__}, {torch.get_num_threads()} threads, batch 1, greedy, {N} new tokens. Prompt: the app's "
         f"grounded prompt (system prompt, five passages of the sample corpus, a question) in SmolLM2's chat template, "
         f"{len(ids)} tokens. Ours = `llm.generate` on the weights `llm import smollm2` dequantized from the GGUF; "
-        "int8 = `GPT.quantized_int8()` (torch.ao dynamic quantization of every Linear); transformers = "
+        "int8 = `GPT.quantized_int8()` (torch.ao dynamic quantization of every Linear, per output channel); transformers = "
         "`LlamaForCausalLM.generate` on the same fp32 weights. Median of interleaved repetitions. Remake: "
         "`nice -n 10 .venv/bin/python benchmarks/bench_generation.py --smollm2`.",
         "",
