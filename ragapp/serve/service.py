@@ -370,17 +370,21 @@ class RagService:
         names = check_batch([name for name, _ in files], limits)
         folder = self.upload_folder(real)
         saved = save_uploads([(name, src) for name, (_, src) in zip(names, files)], folder, limits)
-        with self._write_lock(real):
-            try:
-                Index.open(real, self.config.index_dir).close()
-            except IndexNotFound:
-                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
+        self._ensure_collection(real)
 
         def work(index):
             return index.add_files(saved, base=folder, embedder=self.embedder_for(index.embedder_name), progress=True)
 
         n = len(saved)
         return self._submit(owner, collection, real, f"{n} uploaded file{'s' if n != 1 else ''}", work)
+
+    def _ensure_collection(self, real: str) -> None:
+        """Create the index of a new collection (with the embedder for new collections)."""
+        with self._write_lock(real):
+            try:
+                Index.open(real, self.config.index_dir).close()
+            except IndexNotFound:
+                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
 
     def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False) -> Job:
         """Index (incrementally) a folder on the server's disk into a collection, in the background."""
@@ -399,11 +403,7 @@ class RagService:
             raise Forbidden(f"{folder}: indexing server folders is allowed only under {where}")
         if not path.is_dir():
             raise InvalidInput(f"{folder}: no such folder on the server; give the path of a folder of documents")
-        with self._write_lock(real):
-            try:
-                Index.open(real, self.config.index_dir).close()
-            except IndexNotFound:
-                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
+        self._ensure_collection(real)
 
         def work(index):
             return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True, within=roots)
