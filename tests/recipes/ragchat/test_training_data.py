@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _sources import tiny_sources  # noqa: F401 (a fixture, used as a parameter)
 
 from ragapp.answer.prompt import ABSTENTION, SYSTEM_PROMPT
 
