@@ -12,6 +12,7 @@ The API checks credentials itself (ragapp.serve.api); Gradio's login route calls
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs
 
 from ragapp.errors import TooManyAttempts, UploadTooLarge
 from ragapp.serve.http_status import send_error
+from ragapp.serve.upload_guard import replay_body
 
 FREE = 5
 BASE = 1.0
@@ -99,15 +101,6 @@ class GradioLoginGuard:
             self.throttle.check(user, address)
         except TooManyAttempts as err:
             return await send_error(send, err)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         async def counted(message):
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -117,4 +110,4 @@ class GradioLoginGuard:
                     self.throttle.failed(user, address)
             await send(message)
 
-        return await self.app(scope, replay, counted)
+        return await self.app(scope, replay_body(io.BytesIO(body), receive), counted)

