@@ -16,6 +16,10 @@ SHARED_DATA = Path(os.environ.get("RAGAPP_DATA", Path(__file__).resolve().parent
 # The shipped default chat model (the llm backend's default); RAGAPP_MODEL overrides it.
 DEFAULT_LLM_MODEL = Path(os.environ.get("RAGAPP_MODEL", Path(__file__).resolve().parent.parent / "models" / "ragchat"))
 
+# Where a shipped adapter is merged into its installed base once and kept (ragapp.generate.assemble): outside git,
+# per user. RAGAPP_CACHE overrides it.
+DEFAULT_CACHE_DIR = Path(os.environ.get("RAGAPP_CACHE", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "ragapp"))
+
 # Where `ragapp index --name NAME` puts indexes/NAME/. RAGAPP_INDEX_DIR overrides it.
 DEFAULT_INDEX_DIR = Path(os.environ.get("RAGAPP_INDEX_DIR", "indexes"))
 

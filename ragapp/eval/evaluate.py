@@ -327,7 +327,7 @@ def _model_fingerprint(backend: str | None, model: str | None, max_new_tokens: i
     h = hashlib.sha256(f"{backend or 'llm'}|{model}|{max_new_tokens}".encode())
     folder = Path(model) if model else (DEFAULT_LLM_MODEL if (backend or "llm") == "llm" else None)
     if folder is not None and folder.is_dir():
-        for name in ("model.safetensors", "training.json", "config.json"):
+        for name in ("model.safetensors", "training.json", "config.json", "adapter_model.safetensors"):
             f = folder / name
             if f.is_file():
                 with open(f, "rb") as fh:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ragapp.config import DEFAULT_CACHE_DIR
 from ragapp.errors import GeneratorError
+from ragapp.generate.assemble import assembled, is_adapter_folder
 from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args
 from ragapp.generate.recase import Recaser, is_uncased, normalizer_of
 from ragapp.types import ABSTENTION
@@ -22,6 +24,10 @@ class LLMGenerator(Generator):
     def __init__(self, path: Path, device: str | None = None):
         super().__init__()
         path = Path(path).expanduser()
+        card_dir = path
+        if is_adapter_folder(path):
+            # shipped as adapters over an installed base: merged once, cached outside git
+            path = assembled(path, DEFAULT_CACHE_DIR)
         if not (path / "config.json").is_file():
             raise GeneratorError(
                 f"no llm checkpoint at {path} (config.json missing); train one with `llm` or pass --model FOLDER, "
@@ -37,7 +43,7 @@ class LLMGenerator(Generator):
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise GeneratorError(f"cannot load the llm checkpoint at {path}: {e}") from e
         self.model.eval()
-        self.name = path.name
+        self.name = card_dir.name
         self.path = path
         self.context_tokens = min(int(self.model.config.max_seq_len), MAX_CONTEXT)
         self.prefix_lm = bool(getattr(self.model.config, "prefix_lm", False))

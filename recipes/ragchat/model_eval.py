@@ -53,10 +53,11 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
 
     from llm.checkpoint import load_pretrained
     from llm.generate import generate
+    from llm.tokenizer import end_of_turn, render_chat
     from ragapp.generate.recase import is_uncased, normalizer_of, restore
 
     model, tok = load_pretrained(model_dir)
-    prompts = [tok.apply_chat_template(r["messages"][:2], add_generation_prompt=True, tokenize=False) for r in rows]
+    prompts = [render_chat(tok, r["messages"][:2], add_generation_prompt=True) for r in rows]
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(rows)), key=lengths.__getitem__)  # similar lengths together: less padding
     out = [""] * len(rows)
@@ -67,7 +68,7 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
                       disable=not progress, mininterval=2):
             idx = order[i:i + batch_size]
             texts = generate(model, tok, [prompts[j] for j in idx], max_new_tokens=max_new_tokens,
-                             stop=["<|end|>"], first_token_bias=first_token_bias)
+                             stop=[end_of_turn(tok)], first_token_bias=first_token_bias)
             for j, text in zip(idx, texts):
                 if uncased:
                     source = "\n".join(m["content"] for m in rows[j]["messages"][:2])
@@ -189,8 +190,16 @@ def evaluate_rows(rows: list[dict], predictions: list[str]) -> dict:
     return result
 
 
+def spread(rows: list[dict], limit: int | None) -> list[dict]:
+    """`limit` rows evenly spaced through the file, so that a subset keeps the file's mix of kinds (dev.jsonl is
+    written kind by kind)."""
+    if limit is None or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
 def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None, progress: bool = True) -> dict:
-    rows = load_rows(dev_path)[:limit]
+    rows = spread(load_rows(dev_path), limit)
     t0 = time.perf_counter()
     preds = generate_answers(model_dir, rows, progress=progress)
     result = {"model": str(model_dir), "dev": str(dev_path), **evaluate_rows(rows, preds),
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="checkpoint folder")
     parser.add_argument("--dev", default="runs/ragchat/data/dev.jsonl", help="dev.jsonl from recipes.ragchat.training_data")
     parser.add_argument("--out", default=None, help="write the scores here (JSON) and predictions beside it")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--limit", type=int, default=None, help="only N examples, evenly spaced through the file (keeps its mix of kinds)")
     args = parser.parse_args(argv)
     result = evaluate_model(args.model, args.dev, args.out, args.limit)
     print(json.dumps(result, indent=1))
