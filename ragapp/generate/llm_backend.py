@@ -21,7 +21,7 @@ MAX_CONTEXT = 2048
 
 
 class LLMGenerator(Generator):
-    def __init__(self, path: Path, device: str | None = None):
+    def __init__(self, path: Path, device: str | None = None, int8: bool | None = None):
         super().__init__()
         path = Path(path).expanduser()
         card_dir = path
@@ -43,6 +43,14 @@ class LLMGenerator(Generator):
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise GeneratorError(f"cannot load the llm checkpoint at {path}: {e}") from e
         self.model.eval()
+        if int8 is None:  # the checkpoint's own choice, made where its dev score showed int8 costs no quality
+            int8 = bool(training_card(path).get("cpu_int8")) and self.device == "cpu"
+        if int8:
+            if self.device != "cpu":
+                raise GeneratorError("int8 (torch.ao dynamic quantization) runs on the CPU only; leave it off on a GPU")
+            # decoding one token at a time reads every weight: int8 makes them four times smaller
+            self.model = self.model.quantized_int8()
+        self.int8 = int8
         self.name = card_dir.name
         self.path = path
         self.context_tokens = min(int(self.model.config.max_seq_len), MAX_CONTEXT)
@@ -92,7 +100,7 @@ class LLMGenerator(Generator):
                 # token comes within `offset` of the best other token (what greedy decoding writes after a
                 # forced first token is not known, so it is never forced)
                 (token, offset), = bias.items()
-                if first_step_margin(self.model, self.tokenizer, prompt, token) + offset > 0:
+                if first_step_margin(self.model, self.tokenizer, prompt, token, self.device) + offset > 0:
                     yield ABSTENTION
                     return
                 bias = None
@@ -119,12 +127,12 @@ class LLMGenerator(Generator):
                 pieces.close() if hasattr(pieces, "close") else None
 
 
-def first_step_margin(model, tokenizer, prompt: str, token: int) -> float:
+def first_step_margin(model, tokenizer, prompt: str, token: int, device: str = "cpu") -> float:
     """The first answer step's logit of `token` minus the best other token's, for the rendered `prompt`."""
     import torch
 
     with torch.inference_mode():
-        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=model.lm_head.weight.device)
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
         prefix = torch.tensor([ids.shape[1]], device=ids.device) if model.config.prefix_lm else None
         logits = model.lm_logits(model.hidden_states(ids, prefix_len=prefix)[:, -1]).float()[0]
     other = torch.cat([logits[:token], logits[token + 1:]]).max()

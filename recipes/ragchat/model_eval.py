@@ -46,8 +46,10 @@ def load_rows(path) -> list[dict]:
 
 
 def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_tokens: int = 32,
-                     progress: bool = True, first_token_bias: dict[int, float] | None = None) -> list[str]:
-    """Greedy answers to each row's prompt (its system + user messages), post-processed as served."""
+                     progress: bool = True, first_token_bias: dict[int, float] | None = None,
+                     int8: bool = False) -> list[str]:
+    """Greedy answers to each row's prompt (its system + user messages), post-processed as served; int8: with
+    every linear layer quantized (GPT.quantized_int8, as the CPU app may serve it)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -57,6 +59,8 @@ def generate_answers(model_dir, rows: list[dict], batch_size: int = 8, max_new_t
     from ragapp.generate.recase import is_uncased, normalizer_of, restore
 
     model, tok = load_pretrained(model_dir)
+    if int8:
+        model = model.quantized_int8()
     prompts = [render_chat(tok, r["messages"][:2], add_generation_prompt=True) for r in rows]
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(rows)), key=lengths.__getitem__)  # similar lengths together: less padding
@@ -88,13 +92,13 @@ def answer_bits_per_char(model_dir, rows: list[dict], batch_size: int = 8) -> fl
     from llm.checkpoint import load_pretrained
     from llm.data import encode_chats, lm_batch
     from llm.objectives import token_logps
-    from llm.tokenizer import special_ids
+    from llm.tokenizer import chat_ids
 
     model, tok = load_pretrained(model_dir)
     rows = [r for r in rows if r.get("answers") and r.get("n")]
     convs = [r["messages"][:2] + [{"role": "assistant", "content": r["messages"][2]["content"]}] for r in rows]
     examples = encode_chats(tok, convs, last_only=True)
-    pad = special_ids(tok)["pad"]
+    pad = chat_ids(tok)["pad"]
     nats = 0.0
     with torch.inference_mode():
         for i in range(0, len(examples), batch_size):
@@ -198,20 +202,22 @@ def spread(rows: list[dict], limit: int | None) -> list[dict]:
     return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
-def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None, progress: bool = True) -> dict:
+def evaluate_model(model_dir, dev_path, out_path=None, limit: int | None = None, progress: bool = True,
+                   int8: bool = False) -> dict:
     rows = spread(load_rows(dev_path), limit)
     t0 = time.perf_counter()
-    preds = generate_answers(model_dir, rows, progress=progress)
-    result = {"model": str(model_dir), "dev": str(dev_path), **evaluate_rows(rows, preds),
-              "answer_bits_per_char": answer_bits_per_char(model_dir, rows),
-              "seconds": round(time.perf_counter() - t0, 1)}
-    if out_path is not None:
+    preds = generate_answers(model_dir, rows, progress=progress, int8=int8)
+    seconds = round(time.perf_counter() - t0, 1)
+    if out_path is not None:  # the predictions first: the slow part survives a failure below
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with open(out_path.with_suffix(".predictions.jsonl"), "w", encoding="utf-8") as fh:
             for r, p in zip(rows, preds):
                 fh.write(json.dumps({"kind": r["kind"], "question": r["messages"][1]["content"].rsplit("Question: ", 1)[-1],
                                      "answers": r.get("answers"), "n": r.get("n"), "prediction": p}) + "\n")
+    result = {"model": str(model_dir), "dev": str(dev_path), "int8": int8, **evaluate_rows(rows, preds),
+              "answer_bits_per_char": answer_bits_per_char(model_dir, rows), "seconds": seconds}
+    if out_path is not None:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -222,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", default="runs/ragchat/data/dev.jsonl", help="dev.jsonl from recipes.ragchat.training_data")
     parser.add_argument("--out", default=None, help="write the scores here (JSON) and predictions beside it")
     parser.add_argument("--limit", type=int, default=None, help="only N examples, evenly spaced through the file (keeps its mix of kinds)")
+    parser.add_argument("--int8", action="store_true", help="answer with the linear layers quantized to int8 (CPU)")
     args = parser.parse_args(argv)
-    result = evaluate_model(args.model, args.dev, args.out, args.limit)
+    result = evaluate_model(args.model, args.dev, args.out, args.limit, int8=args.int8)
     print(json.dumps(result, indent=1))
     return 0
 

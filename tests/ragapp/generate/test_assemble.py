@@ -80,3 +80,20 @@ def test_an_adapter_without_a_usable_base_is_refused_clearly(shipped, tmp_path):
     with pytest.raises(GeneratorError, match="cannot assemble the model in .*broken from its base"):
         assembled(broken, tmp_path / "cache")
     assert not list((tmp_path / "cache" / "models").glob("*.tmp"))
+
+
+def test_int8_on_cpu_follows_the_card_unless_asked(shipped, tmp_path, monkeypatch):
+    import shutil
+
+    from ragapp.generate import llm_backend
+
+    adapter, _, _ = shipped
+    folder = tmp_path / "ragchat"
+    shutil.copytree(adapter, folder)
+    card = json.loads((folder / "training.json").read_text())
+    (folder / "training.json").write_text(json.dumps({**card, "cpu_int8": True}))
+    monkeypatch.setattr(llm_backend, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    gen = llm_backend.LLMGenerator(folder)
+    assert gen.int8 and "quantized" in type(gen.model.lm_head).__module__
+    assert isinstance("".join(gen.stream([{"role": "user", "content": "hi"}], max_new_tokens=3)), str)
+    assert not llm_backend.LLMGenerator(folder, int8=False).int8
