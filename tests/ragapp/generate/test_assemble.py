@@ -97,3 +97,33 @@ def test_int8_on_cpu_follows_the_card_unless_asked(shipped, tmp_path, monkeypatc
     assert gen.int8 and "quantized" in type(gen.model.lm_head).__module__
     assert isinstance("".join(gen.stream([{"role": "user", "content": "hi"}], max_new_tokens=3)), str)
     assert not llm_backend.LLMGenerator(folder, int8=False).int8
+
+
+def test_adapters_trained_in_stages_are_merged_in_order(shipped, tmp_path):
+    import copy
+    import shutil
+
+    from llm.checkpoint import load_pretrained
+    from llm.lora import apply_lora, merge_lora, save_lora
+    from ragapp.generate.assemble import assembled, is_adapter_folder
+
+    adapter, merged, ids = shipped
+    folder = tmp_path / "ragchat"
+    shutil.copytree(adapter, folder / "sft", ignore=shutil.ignore_patterns("training.json"))
+    stage2 = copy.deepcopy(merged)  # the second stage trains new adapters on the merge of the first
+    apply_lora(stage2, rank=2, alpha=4.0)
+    torch.manual_seed(2)
+    for name, p in stage2.named_parameters():
+        if name.endswith("lora_B"):
+            p.data.normal_(0, 0.05)
+    save_lora(stage2, folder / "dpo")
+    expected = merge_lora(stage2).eval()
+    card = json.loads((adapter / "training.json").read_text())
+    (folder / "training.json").write_text(json.dumps({**card, "adapters": ["sft", "dpo"]}))
+    assert is_adapter_folder(folder)
+    model, _ = load_pretrained(assembled(folder, tmp_path / "cache"))
+    with torch.no_grad():
+        assert (model.eval()(ids)[0] - expected(ids)[0]).abs().max() < 1e-4
+    (folder / "training.json").write_text(json.dumps({**card, "adapters": ["sft", "../elsewhere"]}))
+    with pytest.raises(GeneratorError, match="adapter folder 'elsewhere' is outside"):
+        assembled(folder, tmp_path / "cache")
