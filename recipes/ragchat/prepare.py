@@ -28,7 +28,7 @@ DATA_SIZES = {"cpu": dict(sft_examples=32000, dpo_pairs=1000, retrieved=3, conte
               "gpu": dict(sft_examples=80000, dpo_pairs=8000, unanswerable=0.2),
               # SmolLM2 (make_model --base smollm2): prompts laid out as the app serves them to an imported model,
               # its 5 passages fitted to ragapp.generate.llm_backend.MAX_CONTEXT (2048) in SmolLM2's tokens with its
-              # ChatML template (rows of ~700-1,250 tokens); CPU-sized: its SFT recipes read 1,200 of the 2,000 examples
+              # ChatML template (rows of ~700-1,250 tokens); CPU-sized: its LoRA recipe reads 640 of the 2,000 examples
               "smollm2": dict(sft_examples=2000, dpo_pairs=1000, context_tokens=2048, unanswerable=0.15)}
 
 

@@ -41,7 +41,7 @@ def test_the_app_recipes_live_beside_the_recipe_not_in_llm():
     from llm.recipe import RECIPES_DIR
     from recipes.ragchat.config import RECIPES_DIR as OWN
 
-    assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 12
+    assert not list(RECIPES_DIR.glob("ragchat-*.toml")) and len(list(OWN.glob("ragchat-*.toml"))) == 13
 
 
 def test_smollm2_path_stages_and_recipes(capsys):
@@ -49,12 +49,15 @@ def test_smollm2_path_stages_and_recipes(capsys):
     from recipes.ragchat.config import SMOLLM2_BASE, recipe_path
     from recipes.ragchat.make_model import SMOLLM2_STAGES, SMOLLM2_TRAIN_STAGES, data_dir
 
-    assert parse_stages(None, "smollm2") == ["import", "data", "sft-lora"]
+    assert parse_stages(None, "smollm2") == ["import", "data", "sft-lora", "eval", "ship"]
     for stage in SMOLLM2_TRAIN_STAGES:
         r = load_recipe(recipe_path(f"ragchat-smollm2-{stage}"))
-        assert r["objective"] == "sft" and r["init"] == str(SMOLLM2_BASE)
-        assert r["data"] == str(data_dir("smollm2") / "sft.jsonl") and r["out_dir"] == f"runs/ragchat/smollm2/{stage}"
-        assert r["dtype"] == "fp32" and r["threads"] == 2 and r.get("lora", False) == (stage == "sft-lora")
+        sft = stage.startswith("sft")
+        assert r["objective"] == ("sft" if sft else "dpo")
+        assert r["init"] == str(SMOLLM2_BASE if sft else "runs/ragchat/smollm2/sft-lora/final")
+        assert r["data"] == str(data_dir("smollm2") / ("sft.jsonl" if sft else "dpo.jsonl"))
+        assert r["out_dir"] == f"runs/ragchat/smollm2/{stage}"
+        assert r["dtype"] == "fp32" and r["threads"] == 2 and r.get("lora", False) == (stage != "sft-full")
     with pytest.raises(SystemExit) as exc:
         main(["--base", "smollm2", "--stages", "sft"])
     assert exc.value.code == 2

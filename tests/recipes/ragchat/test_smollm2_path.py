@@ -45,7 +45,7 @@ def smollm2_run(request, tiny_sources, tmp_path_factory):
     mp.chdir(root)  # the recipe's paths (runs/ragchat/..., the TOMLs' too) are relative to the working directory
     for name, path in tiny_sources.items():
         mp.setattr(T, name, path)
-    mp.setitem(prepare.DATA_SIZES, "smollm2", {**prepare.DATA_SIZES["smollm2"], "sft_examples": 30, "dpo_pairs": 8,
+    mp.setitem(prepare.DATA_SIZES, "smollm2", {**prepare.DATA_SIZES["smollm2"], "sft_examples": 30, "dpo_pairs": 20,
                                                "dev_articles": 1, "dev_examples": 6})
     if not real:  # the import stage then finds its output there and skips
         tok, _ = chatml_tokenizer(root)
@@ -114,3 +114,62 @@ def test_rerunning_skips_finished_stages(smollm2_run):
     finally:
         mp.undo()
     assert final.stat().st_mtime == before
+
+
+@pytest.fixture(scope="module")
+def preference_run(smollm2_run):
+    """The stand-in run carried on: DPO (new adapters on the merged SFT model), then eval; BENCHMARKS.md left alone."""
+    import benchmarks._report as report
+    from recipes.ragchat.make_model import main
+
+    root, real = smollm2_run
+    if real:
+        pytest.skip("the stand-in covers these stages; the real base adds only time")
+    written = {}
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setattr(report, "write_section", lambda name, md: written.update({name: md}))
+    try:
+        # the tiny data has no dev questions left for dpo-val.jsonl: held-out pairs split off the training ones
+        args = ["--set", "val_data=", "--base", "smollm2", "--stages", "dpo,eval"]
+        assert main([a for s in TRAIN_SETS for a in ("--set", s)] + args) == 0
+    finally:
+        mp.undo()
+    return root, written
+
+
+def test_dpo_and_eval_score_every_stage_against_the_zero_shot_base(preference_run):
+    root, written = preference_run
+    dpo = root / "runs/ragchat/smollm2/dpo/final"
+    assert (dpo / "adapter_model.safetensors").exists() and (dpo / "model.safetensors").exists()
+    evals = {p.name for p in (root / "runs/ragchat/smollm2/eval").glob("*.json")}
+    assert {"base.json", "sft-lora.json", "dpo.json"} <= evals and any(e.endswith("-int8.json") for e in evals)
+    table = written["default model stages"]
+    assert "| base (zero-shot) |" in table and "| sft-lora |" in table and "| dpo |" in table and " int8 |" in table
+
+
+def test_ship_stacks_the_adapters_and_the_app_assembles_them(preference_run, tmp_path, monkeypatch):
+    from llm.hf import export_hf
+    from ragapp.generate import llm_backend
+    from recipes.ragchat import make_model as M
+
+    root, _ = preference_run
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(M, "SHIP_DIR", tmp_path / "models" / "ragchat")
+    scores = {"base": {"answerable_em": 10.0, "abstention": 10.0}, "sft-lora": {"answerable_em": 40.0, "abstention": 50.0},
+              "dpo": {"answerable_em": 38.0, "abstention": 70.0}, "dpo int8": {"answerable_em": 38.0, "abstention": 69.5}}
+    assert M.ship_adapter(scores) == "dpo"
+    card = json.loads((M.SHIP_DIR / "training.json").read_text())
+    assert card["adapters"] == ["sft-lora", "dpo"] and card["base"] == "smollm2" and card["cpu_int8"] is True
+    assert card["dev"] == scores["dpo"] and card["zero_shot_dev"] == scores["base"]
+    # the stand-in's base is not the packaged SmolLM2: point the card at it as a transformers folder
+    card["base"] = str(export_hf(root / "runs/ragchat/smollm2/base", tmp_path / "hf-base"))
+    (M.SHIP_DIR / "training.json").write_text(json.dumps(card))
+    monkeypatch.setattr(llm_backend, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    gen = llm_backend.LLMGenerator(M.SHIP_DIR)
+    assert gen.int8 and gen.name == "ragchat" and gen.end == "<|im_end|>"
+    scores["dpo int8"] = {"answerable_em": 30.0, "abstention": 60.0}  # int8 lost quality: not served in int8
+    M.ship_adapter(scores)
+    assert json.loads((M.SHIP_DIR / "training.json").read_text())["cpu_int8"] is False
+    with pytest.raises(SystemExit, match="does not beat the zero-shot base"):
+        M.ship_adapter({**scores, "base": {"answerable_em": 50.0, "abstention": 90.0}})
