@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragapp import __version__
-from ragapp.config import DEFAULT_INDEX_DIR, DEFAULT_K, RETRIEVAL_MODES
+from ragapp.config import DEFAULT_FILE_TIMEOUT_S, DEFAULT_INDEX_DIR, DEFAULT_K, RETRIEVAL_MODES
 from ragapp.errors import InvalidInput, RagError
 
 
@@ -57,6 +57,14 @@ def index_args(p: argparse.ArgumentParser) -> None:
                    help="vector index, fixed at creation: flat (exact, default), hnsw (fast approximate), "
                         "ivfpq (compressed, for very large collections)")
     p.add_argument("--max-file-mb", type=float, default=50.0, help="skip files larger than this (default: 50)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes parsing files side by side (default: one a core; 0: parse in this process, "
+                        "without --file-timeout and --file-memory-mb)")
+    p.add_argument("--file-timeout", type=float, default=DEFAULT_FILE_TIMEOUT_S, metavar="SECONDS",
+                   help=f"skip a file that takes longer to parse (default: {DEFAULT_FILE_TIMEOUT_S:g})")
+    p.add_argument("--file-memory-mb", type=int, metavar="MB",
+                   help="memory one parser process may use; a file that needs more is skipped "
+                        "(default: half the RAM shared among the workers, at least 1024)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-embed everything (e.g. with a new --embedder); the old index stays usable until the new one is complete")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,6 +74,7 @@ def index_args(p: argparse.ArgumentParser) -> None:
 def index_run(args) -> int:
     from ragapp.errors import IndexNotFound
     from ragapp.index.index import Index, check_name, rebuild_index
+    from ragapp.ingest.parse_pool import ParseLimits
 
     folder: Path = args.folder
     if not folder.exists():
@@ -80,12 +89,14 @@ def index_run(args) -> int:
     if args.max_file_mb <= 0:
         raise InvalidInput(f"--max-file-mb {args.max_file_mb:g}: must be more than 0")
     max_bytes = int(args.max_file_mb * 1024 * 1024)
+    parsing = {"workers": args.workers, "file_timeout": args.file_timeout, "file_memory_mb": args.file_memory_mb}
+    ParseLimits(*parsing.values())  # bad values are refused before an index is created
     progress = not args.no_progress
     print(f"indexing {folder} into '{name}' ({args.index_dir / name})", file=sys.stderr)
     if args.rebuild:
         report = rebuild_index(name, folder, args.index_dir, embedder=args.embedder, chunk_tokens=args.chunk_tokens,
                                overlap=args.overlap, vector_kind=args.vector, progress=progress,
-                               max_bytes=max_bytes, log=_log_line)
+                               max_bytes=max_bytes, log=_log_line, **parsing)
         index = Index.open(name, args.index_dir)
     else:
         try:
@@ -96,7 +107,7 @@ def index_run(args) -> int:
             index = Index.create(name, args.index_dir, **params)
         else:
             _check_fixed_settings(index, args)
-        report = index.sync(folder, progress=progress, max_bytes=max_bytes, log=_log_line)
+        report = index.sync(folder, progress=progress, max_bytes=max_bytes, log=_log_line, **parsing)
     info = index.info()
     rate = f", {report.embedded / report.seconds:.0f} chunks/s" if report.embedded and report.seconds else ""
     print(f"{report.summary()}{rate}")

@@ -31,6 +31,11 @@ DEFAULT_CHUNK_OVERLAP = 30
 # Loaders skip files bigger than this (bytes); --max-file-mb changes it.
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
+# Files are parsed in worker processes (ragapp.ingest.parse_pool); a file that takes longer than
+# this is skipped and its worker killed (--file-timeout). The worker count (--workers) defaults to
+# the number of cores, the memory cap of each (--file-memory-mb) to a share of the RAM.
+DEFAULT_FILE_TIMEOUT_S = 60.0
+
 # Retrieval.
 DEFAULT_K = 5
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")  # dense + BM25 fused; vectors only; keywords only

@@ -36,6 +36,7 @@ from ragapp.config import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_EMBEDDER,
+    DEFAULT_FILE_TIMEOUT_S,
     DEFAULT_INDEX_DIR,
     DEFAULT_MAX_FILE_BYTES,
 )
@@ -236,17 +237,23 @@ class Index:
             fh.close()
 
     def sync(self, folder: Path, embedder: Embedder | None = None, progress: bool = True,
-             max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None, within: list[Path] | None = None) -> SyncReport:
+             max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None, within: list[Path] | None = None,
+             workers: int | None = None, file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S,
+             file_memory_mb: int | None = None) -> SyncReport:
         """Bring the index in step with `folder`: see ragapp.index.sync. `log` gets one line per bad file;
-        `within`: folders that files must resolve into (ragapp.ingest.loaders.scan_folder)."""
+        `within`: folders that files must resolve into (ragapp.ingest.loaders.scan_folder); `workers`,
+        `file_timeout`, `file_memory_mb`: how files are parsed (ragapp.index.sync.sync_folder)."""
         return sync_folder(self, Path(folder), embedder=embedder, progress=progress, max_bytes=max_bytes, log=log,
-                           within=within)
+                           within=within, workers=workers, file_timeout=file_timeout, file_memory_mb=file_memory_mb)
 
     def add_files(self, paths: list[Path], base: Path | None = None, embedder: Embedder | None = None,
-                  progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None) -> SyncReport:
+                  progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None,
+                  workers: int | None = None, file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S,
+                  file_memory_mb: int | None = None) -> SyncReport:
         """Add or replace these files only (the upload path); other files stay as they are."""
         return add_files(self, [Path(p) for p in paths], base=base, embedder=embedder, progress=progress,
-                         max_bytes=max_bytes, log=log)
+                         max_bytes=max_bytes, log=log, workers=workers, file_timeout=file_timeout,
+                         file_memory_mb=file_memory_mb)
 
     def remove_files(self, sources: list[str]) -> int:
         """Remove files by their stored source path; returns the number of chunks removed."""
@@ -408,7 +415,8 @@ def remove_index(name: str, index_dir: Path = DEFAULT_INDEX_DIR) -> None:
 def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, embedder: str | None = None,
                   chunk_tokens: int | None = None, overlap: int | None = None, vector_kind: str | None = None,
                   progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None,
-                  embedder_obj: Embedder | None = None) -> SyncReport:
+                  embedder_obj: Embedder | None = None, workers: int | None = None,
+                  file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S, file_memory_mb: int | None = None) -> SyncReport:
     """Re-embed everything into `.NAME.rebuild/`, then swap it in place of NAME.
 
     The old index stays whole and usable until the new one is complete. An interrupted rebuild
@@ -439,7 +447,8 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
             shutil.rmtree(work)
     if new is None:
         new = Index.create(name, index_dir, _root=work, **params)
-    report = new.sync(folder, embedder=embedder_obj, progress=progress, max_bytes=max_bytes, log=log)
+    report = new.sync(folder, embedder=embedder_obj, progress=progress, max_bytes=max_bytes, log=log,
+                      workers=workers, file_timeout=file_timeout, file_memory_mb=file_memory_mb)
     if old is not None:
         _carry_over(old, new, str(Path(folder).resolve()), embedder_obj, report)
         old.close()

@@ -5,8 +5,11 @@ For each file of the folder, cheapest test first:
 2. content key (sha256 of extension + bytes) as stored → unchanged (only the mtime is updated);
 3. content already in the index under another path (a moved, renamed or copied file) → the
    path is pointed at the stored chunks: nothing parsed, nothing embedded;
-4. otherwise the file is parsed and chunked (in a worker thread, while the main thread embeds
-   the previous batch), embedded, and committed.
+4. otherwise the file is parsed in a worker process (ragapp.ingest.parse_pool: a file that hangs,
+   runs out of memory or crashes its parser is skipped with one line, and the run goes on),
+   chunked in a thread of this process, embedded, and committed; the workers parse the next
+   files while the main thread embeds. Identical chunks of one file are stored once, and text
+   that is not prose (ragapp.ingest.degenerate) is left out but for its beginning, with a note.
 Then the files that left the folder are removed, and content no file points at is collected.
 
 Every commit is one SQLite transaction holding whole files, so a run killed at any moment
@@ -19,6 +22,7 @@ commits, like a killed one, and the next run finishes it.
 from __future__ import annotations
 
 import hashlib
+import queue
 import sys
 import threading
 import time
@@ -31,18 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragapp.config import DEFAULT_MAX_FILE_BYTES
-from ragapp.errors import Interrupted, LoaderError
+from ragapp.config import DEFAULT_FILE_TIMEOUT_S, DEFAULT_MAX_FILE_BYTES
+from ragapp.errors import Interrupted, LoaderError, RagError
 from ragapp.index.store import FileRow, NewChunk
 from ragapp.ingest.chunking import chunk_documents, make_splitter
-from ragapp.ingest.loaders import load_file, scan_folder
+from ragapp.ingest.loaders import load_file, read_bytes, scan_folder
+from ragapp.ingest.parse_pool import ParseLimits, ParserPool
 
 if TYPE_CHECKING:
     from ragapp.index.index import Index
     from ragapp.ingest.embed import Embedder
 
 EMBED_GROUP = 256  # chunks embedded (and committed) together: long enough for well-filled batches
-PARSE_AHEAD = 8  # files parsed ahead of the embedder
+PARSE_AHEAD = 8  # files parsed ahead of the embedder (at least two a worker)
 SAVE_EVERY_S = 60.0  # the FAISS cache is rewritten at most this often during a long run
 STOP_SLICE = 32  # chunks embedded between two looks at the stop event (a second or two on CPU)
 
@@ -74,6 +79,7 @@ class SyncReport:
     renamed: int = 0
     skipped: int = 0  # unsupported file types
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, one line): indexed, with a remark
     chunks_added: int = 0
     chunks_removed: int = 0
     seconds: float = 0.0
@@ -98,10 +104,11 @@ def content_key(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_file(path: Path, max_bytes: int):
+def _load_file(path: Path, max_bytes: int, pool: ParserPool | None = None):
     # Looked up at call time so that tests can count the parses (ragapp.index.sync._load_file).
-
-    return load_file(path, max_bytes=max_bytes)
+    if pool is None:
+        return load_file(path, max_bytes=max_bytes)
+    return pool.load(path, max_bytes)
 
 
 @dataclass
@@ -115,13 +122,15 @@ class _Job:
     aliases: list[tuple[str, int, int, bool]] = field(default_factory=list)  # (rel, size, mtime_ns, had_row)
     chunks: list[NewChunk] = field(default_factory=list)
     pages: int = 0
+    left_out: int = 0  # characters of text left out as not prose
 
 
 class _Syncer:
     def __init__(self, index: Index, root: str, embedder: Embedder | None, progress: bool, max_bytes: int,
-                 log: Callable[[str], None] | None):
+                 log: Callable[[str], None] | None, parsing: ParseLimits | None = None):
         self.index, self.store, self.root = index, index.store, root
         self.embedder_arg, self.max_bytes = embedder, max_bytes
+        self.parsing = parsing or ParseLimits()
         self.progress, self.log = progress, log
         self.report = SyncReport()
         self.repoints: list[tuple[str, list[str]]] = []  # new paths pointed at stored content
@@ -141,14 +150,17 @@ class _Syncer:
         if self.log:
             self.log(reason)
 
+    def note(self, rel: str, line: str) -> None:
+        self.report.notes.append((rel, line))
+        if self.log:
+            self.log(line)
+
     def _loader_reason(self, path: Path, exc: BaseException | None = None) -> str:
-        """The loader's own one-line message for a file we could not stat or read."""
+        """The loader's own one-line message for a file we could not stat or read (nothing is parsed)."""
         try:
-            _load_file(path, self.max_bytes)
+            read_bytes(path, self.max_bytes)
         except LoaderError as err:
             return str(err)
-        except Exception as err:  # noqa: BLE001 - any parser crash is one file's problem
-            return f"{path}: {type(err).__name__}: {err}"
         return f"{path}: {exc}" if exc else f"{path}: cannot be read"
 
     # -- stage 1: decide what each file needs, without parsing ------------------------------------
@@ -202,51 +214,73 @@ class _Syncer:
         else:
             self.repoints.append((rel, prior))
 
-    # -- stage 2: parse ahead in a thread, embed and commit in groups -------------------------------
+    # -- stage 2: parse ahead in worker processes, embed and commit in groups ----------------------
     def ingest(self, jobs: list[_Job], bar) -> None:
         if not jobs:
             return
         embedder = self.index.embedder(self.embedder_arg)
-
+        workers = self.parsing.n_workers
+        threads = max(1, min(workers, len(jobs)))
         chunking = self.index.manifest["chunking"]
-        # One splitter for the run, used only by the worker thread (it holds its own copy of the
-        # Rust tokenizer, so the embedder's tokenizer is never used from two threads at once).
-        splitter = make_splitter(embedder.tokenizer, chunking["chunk_tokens"], chunking["overlap"],
-                                 max_tokens=embedder.max_seq_length)
+        # One splitter a parse thread, made here before any embedding starts: each holds its own
+        # copy of the Rust tokenizer (the embedder's is never used from two threads at once) and
+        # its own cache of counts.
+        splitters: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(threads):
+            splitters.put(make_splitter(embedder.tokenizer, chunking["chunk_tokens"], chunking["overlap"],
+                                        max_tokens=embedder.max_seq_length, prose_only=True))
+        pool = ParserPool(self.parsing) if workers else None
 
         def parse(job: _Job) -> _Job:
-            docs = _load_file(job.path, self.max_bytes)
-            chunks = chunk_documents(docs, None, splitter=splitter)
-            job.chunks = [NewChunk(c.text, c.page, c.start, c.end, c.n_tokens) for c in chunks]
+            # A thread waits here for a worker process to parse the file, then chunks it (the
+            # chunker is Python; the embedder, running meanwhile, releases the GIL).
+            docs = _load_file(job.path, self.max_bytes, pool)
+            splitter = splitters.get()
+            try:
+                before = splitter.left_out
+                chunks = chunk_documents(docs, None, splitter=splitter)
+                job.left_out = splitter.left_out - before
+            finally:
+                splitters.put(splitter)
+            seen: set[str] = set()
+            for c in chunks:
+                if c.text not in seen:  # a text repeated in one file is stored, and embedded, once
+                    seen.add(c.text)
+                    job.chunks.append(NewChunk(c.text, c.page, c.start, c.end, c.n_tokens))
             job.pages = len(docs)
             return job
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-parse")
+        executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ragapp-parse")
         pending: list[_Job] = []
         try:
             todo = iter(jobs)
-            queue: deque[tuple[_Job, Future]] = deque(
-                (job, pool.submit(parse, job)) for job in [next(todo) for _ in range(min(PARSE_AHEAD, len(jobs)))]
+            ahead = max(PARSE_AHEAD, 2 * threads)
+            queue_: deque[tuple[_Job, Future]] = deque(
+                (job, executor.submit(parse, job)) for job in [next(todo) for _ in range(min(ahead, len(jobs)))]
             )
-            while queue:
+            while queue_:
                 self.check_stop()
-                job, future = queue.popleft()
+                job, future = queue_.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    queue.append((nxt, pool.submit(parse, nxt)))
+                    queue_.append((nxt, executor.submit(parse, nxt)))
                 try:
                     pending.append(future.result())
                 except LoaderError as err:
                     self._fail_job(job, str(err))
                     bar.update(1 + len(job.aliases))
+                except RagError:  # not the file's fault (a worker could not start): stop the run
+                    raise
                 except Exception as err:  # noqa: BLE001 - a parser crash is one file's problem
                     self._fail_job(job, f"{job.path}: {type(err).__name__}: {err}")
                     bar.update(1 + len(job.aliases))
-                if sum(len(j.chunks) for j in pending) >= EMBED_GROUP or not queue:
+                if sum(len(j.chunks) for j in pending) >= EMBED_GROUP or not queue_:
                     self._commit(pending, embedder, bar)
                     pending = []
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            if pool is not None:
+                pool.close()  # kills busy workers too, so that no thread waits out a slow file
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def _fail_job(self, job: _Job, reason: str) -> None:
         self.fail(job.rel, reason, job.had_row)
@@ -289,6 +323,9 @@ class _Syncer:
             self.report.chunks_added += len(job.chunks)
             self.report.pages += job.pages
             bar.update(1 + len(job.aliases))
+            if job.left_out:
+                self.note(job.rel, f"{job.path}: left out {job.left_out:,} characters of repeated text or text "
+                                   "without word breaks (their beginning is indexed)")
         bar.set_postfix(chunks=self.report.chunks_added, refresh=False)
         if time.monotonic() - self.last_save > SAVE_EVERY_S:
             self.index.save_vectors()
@@ -332,19 +369,27 @@ class _Syncer:
 
 def sync_folder(index: Index, folder: Path, embedder: Embedder | None = None, progress: bool = True,
                 max_bytes: int = DEFAULT_MAX_FILE_BYTES, log: Callable[[str], None] | None = None,
-                within: list[Path] | None = None) -> SyncReport:
+                within: list[Path] | None = None, workers: int | None = None,
+                file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S, file_memory_mb: int | None = None) -> SyncReport:
+    """Bring the index in step with `folder`. `log` gets one line per bad file (and per note);
+    files are parsed by `workers` processes (None: one a core; 0: in this process, unlimited), each
+    within `file_timeout` seconds and `file_memory_mb` of memory (None: a share of the RAM)."""
+    parsing = ParseLimits(workers, file_timeout, file_memory_mb)
     if embedder is not None:
         index.check_embedder(embedder)
     supported, unsupported = scan_folder(folder, within=within)
     items = [(path, path.relative_to(folder).as_posix()) for path in supported]
-    syncer = _Syncer(index, str(folder.resolve()), embedder, progress, max_bytes, log)
+    syncer = _Syncer(index, str(folder.resolve()), embedder, progress, max_bytes, log, parsing)
     syncer.report.skipped = len(unsupported)
     return syncer.run(items, delete_missing=True)
 
 
 def add_files(index: Index, paths: list[Path], base: Path | None = None, embedder: Embedder | None = None,
               progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-              log: Callable[[str], None] | None = None) -> SyncReport:
+              log: Callable[[str], None] | None = None, workers: int | None = None,
+              file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S, file_memory_mb: int | None = None) -> SyncReport:
+    """Add or replace these files only; the parsing limits as in sync_folder."""
+    parsing = ParseLimits(workers, file_timeout, file_memory_mb)
     if embedder is not None:
         index.check_embedder(embedder)
     items = []
@@ -355,4 +400,4 @@ def add_files(index: Index, paths: list[Path], base: Path | None = None, embedde
             rel = path.name
         items.append((path, rel))
     root = str(base.resolve()) if base else ""
-    return _Syncer(index, root, embedder, progress, max_bytes, log).run(items, delete_missing=False)
+    return _Syncer(index, root, embedder, progress, max_bytes, log, parsing).run(items, delete_missing=False)

@@ -12,6 +12,10 @@ a token length function as in `from_huggingface_tokenizer`. Three things it does
   silently truncates one (MiniLM reads at most 256 word pieces).
 * speed: counts come from a copy of the Rust tokenizer, one batched call per recursion level,
   cached per piece (the merge step measures each piece up to three times).
+
+A splitter made with `prose_only=True` (the indexer's) first leaves out what is not prose, except
+its beginning (ragapp.ingest.degenerate): long runs without a word break, and stretches that
+repeat themselves; `left_out` counts the characters it left out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from ragapp.config import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS
 from ragapp.errors import InvalidInput
+from ragapp.ingest.degenerate import kept_regions
 from ragapp.types import Chunk, Document
 
 # Paragraphs, lines, sentences (Latin and CJK punctuation), clauses, words, characters. Each
@@ -87,10 +92,12 @@ class TokenSplitter(RecursiveCharacterTextSplitter):
     `split_text` keeps langchain's interface (list of strings); `split_spans` gives offsets too.
     """
 
-    def __init__(self, counter: TokenCounter, limit: int, overlap: int):
+    def __init__(self, counter: TokenCounter, limit: int, overlap: int, prose_only: bool = False):
         self.counter = counter
         self.limit = limit
         self.budget = limit - counter.n_special
+        self.prose_only = prose_only
+        self.left_out = 0  # characters left out as not prose, over every text split so far
         super().__init__(
             separators=SEPARATORS,
             keep_separator="end",
@@ -109,7 +116,11 @@ class TokenSplitter(RecursiveCharacterTextSplitter):
             out: list[tuple[int, int, int]] = []
             if not text.strip():
                 return out
-            pieces = self._split_recursive(_Span(text, 0), self._separators)
+            regions, left_out = kept_regions(text) if self.prose_only else ([(0, len(text))], 0)
+            self.left_out += left_out
+            pieces = []
+            for start, end in regions:
+                pieces.extend(self._split_recursive(_Span(text[start:end], start), self._separators))
             pieces = [p for p in pieces if p.strip()]
             counts = self.counter.count(pieces)
             for piece, n in zip(pieces, counts, strict=True):
@@ -241,8 +252,10 @@ def make_splitter(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     overlap: int = DEFAULT_CHUNK_OVERLAP,
     max_tokens: int | None = None,
+    prose_only: bool = False,
 ) -> TokenSplitter:
-    """A splitter whose chunks hold at most min(chunk_tokens, max_tokens) tokens, specials included."""
+    """A splitter whose chunks hold at most min(chunk_tokens, max_tokens) tokens, specials included;
+    `prose_only`: leave out all but the beginning of what is not prose (see the module docstring)."""
     counter = TokenCounter(tokenizer)
     limit = chunk_limit(tokenizer, chunk_tokens, max_tokens)
     budget = limit - counter.n_special
@@ -256,7 +269,7 @@ def make_splitter(
             f"chunk overlap {overlap} must be at least 0 and less than the {budget} text tokens of a "
             f"{limit}-token chunk; lower --overlap or raise --chunk-tokens"
         )
-    return TokenSplitter(counter, limit, overlap)
+    return TokenSplitter(counter, limit, overlap, prose_only=prose_only)
 
 
 def chunk_documents(

@@ -39,9 +39,16 @@ PDF_ENCRYPTED = "encrypted PDF; decrypt it first (qpdf --decrypt --password=PASS
 PDF_AES = "encrypted PDF (AES) needs the cryptography package; pip install cryptography"
 PDF_NO_TEXT = "no extractable text; scanned pages need OCR (e.g. ocrmypdf in.pdf out.pdf)"
 DOCX_CORRUPT = "corrupt DOCX, not a valid Word document; save it again from Word or LibreOffice"
+DOCX_UNZIPS_TOO_LARGE = ("DOCX unzips to over {limit} MB, likely a zip bomb; not parsed "
+                         "(if it is a real document, save it again from Word or LibreOffice)")
+
+# A .docx is a zip archive; the text of a thousand-page book unzips to some 10 MB of XML, and
+# images are stored nearly uncompressed, so a real document never comes near this.
+DOCX_MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
 
 
-def _fail(path: Path, reason: str) -> LoaderError:
+def file_error(path: Path, reason: str) -> LoaderError:
+    """The one-line error of a file, `PATH: reason`."""
     # repr() only for names with control characters, so the message stays one line.
     name = str(path)
     if any(ch in name for ch in "\n\r\t"):
@@ -88,7 +95,7 @@ def scan_folder(folder: Path, within: list[Path] | None = None) -> tuple[list[Pa
             if roots is not None and not any(path.resolve().is_relative_to(r) for r in roots):
                 log.warning("%s: links outside the allowed folders; not indexed", path)
                 continue
-            (supported if path.suffix.lower() in SUPPORTED_EXTENSIONS else skipped).append(path)
+            (supported if path.suffix.lower() in LOADERS else skipped).append(path)
     return sorted(supported), sorted(skipped)
 
 
@@ -103,36 +110,38 @@ def load_file(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Docum
     """
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in SUPPORTED_EXTENSIONS:
-        raise _fail(path, UNSUPPORTED.format(ext=ext or "(none)"))
-    data = _read_bytes(path, max_bytes)
+    if ext not in LOADERS:
+        raise file_error(path, UNSUPPORTED.format(ext=ext or "(none)"))
+    data = read_bytes(path, max_bytes)
     return LOADERS[ext](path, data, str(path))
 
 
-def _read_bytes(path: Path, max_bytes: int) -> bytes:
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; LoaderError (not found, unreadable,
+    empty, too large...) otherwise. Nothing is parsed."""
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # a folder, or a fifo that open() would block on
-            raise _fail(path, NOT_A_FILE)
+            raise file_error(path, NOT_A_FILE)
         if st.st_size > max_bytes:
-            raise _fail(path, TOO_LARGE.format(size=_mb(st.st_size), limit=_mb(max_bytes)))
+            raise file_error(path, TOO_LARGE.format(size=_mb(st.st_size), limit=_mb(max_bytes)))
         if st.st_size == 0:
-            raise _fail(path, EMPTY)
+            raise file_error(path, EMPTY)
         with open(path, "rb") as f:
             # Read at most one byte past the limit: the file may have grown since stat().
             data = f.read(max_bytes + 1)
     except FileNotFoundError:
-        raise _fail(path, NOT_FOUND) from None
+        raise file_error(path, NOT_FOUND) from None
     except PermissionError:
-        raise _fail(path, PERMISSION) from None
+        raise file_error(path, PERMISSION) from None
     except IsADirectoryError:
-        raise _fail(path, NOT_A_FILE) from None
+        raise file_error(path, NOT_A_FILE) from None
     except OSError as e:  # I/O error, too many symlink levels, name too long...
-        raise _fail(path, CANNOT_READ.format(reason=e.strerror or type(e).__name__)) from None
+        raise file_error(path, CANNOT_READ.format(reason=e.strerror or type(e).__name__)) from None
     if len(data) > max_bytes:
-        raise _fail(path, TOO_LARGE.format(size=_mb(len(data)), limit=_mb(max_bytes)))
+        raise file_error(path, TOO_LARGE.format(size=_mb(len(data)), limit=_mb(max_bytes)))
     if not data:
-        raise _fail(path, EMPTY)
+        raise file_error(path, EMPTY)
     return data
 
 
@@ -193,15 +202,15 @@ def decode_text(data: bytes, path: Path, declared: str | None = None) -> tuple[s
             try:
                 return data.decode(enc), enc.replace("-sig", "")
             except UnicodeDecodeError:
-                raise _fail(path, BINARY) from None
+                raise file_error(path, BINARY) from None
     if b"\x00" in data:
         # NUL bytes: UTF-16/32 without a BOM, or not text at all.
         enc = _detect_legacy(data)
         if enc is None or not enc.startswith(("utf_16", "utf_32")):
-            raise _fail(path, BINARY)
+            raise file_error(path, BINARY)
         text = data.decode(enc, errors="replace")
         if not _looks_like_text(text):
-            raise _fail(path, BINARY)
+            raise file_error(path, BINARY)
         return text, enc
     candidates = [declared] if declared else []
     for enc in [*candidates, "utf-8"]:
@@ -213,10 +222,10 @@ def decode_text(data: bytes, path: Path, declared: str | None = None) -> tuple[s
             return text, enc.lower()
     enc = _detect_legacy(data)
     if enc is None:
-        raise _fail(path, BINARY)
+        raise file_error(path, BINARY)
     text = data.decode(enc, errors="replace")
     if not _looks_like_text(text):
-        raise _fail(path, BINARY)
+        raise file_error(path, BINARY)
     return text, enc
 
 
@@ -224,85 +233,35 @@ def _clean(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "").replace("\x00", "")
 
 
-_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+# Greedy to the end of the line, the closing #s stripped after: a lazy group followed by `[ \t#]*$`
+# backtracks quadratically on a long line of " #" pairs.
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+)$", re.M)
 
 
 def _load_text(path: Path, data: bytes, source: str, ext: str) -> Document:
     text, enc = decode_text(data, path)
     text = _clean(text)
     if not text.strip():
-        raise _fail(path, NO_TEXT)
+        raise file_error(path, NO_TEXT)
     fmt = "text" if ext == ".txt" else "markdown"
     meta: dict = {"format": fmt, "encoding": enc}
     if fmt == "markdown" and (m := _MD_HEADING.search(text)):
-        meta["title"] = m.group(1).strip()
+        meta["title"] = m.group(1).rstrip(" \t#").strip() or m.group(1).strip()
     return Document(text=text, source=source, page=None, metadata=meta)
 
 
 # ---------------------------------------------------------------------------------------------
 # HTML
 
-_INVISIBLE_TAGS = {"script", "style", "noscript", "template", "head", "svg", "canvas", "iframe", "object"}
-_BLOCK_TAGS = {
-    "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog", "div", "dl",
-    "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
-    "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tr", "ul",
-}  # fmt: skip
-_LINE, _PARA = "\x01", "\x02"  # break marks; removed from the markup before parsing
-_BREAKS = re.compile("[ \x01\x02]*[\x01\x02][ \x01\x02]*")
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
-
-
-def _html_parser() -> str:
-    try:
-        import lxml  # noqa: F401  (several times faster than the standard library's parser)
-
-        return "lxml"
-    except ImportError:
-        return "html.parser"
-
-
 def _load_html(path: Path, data: bytes, source: str) -> Document:
-    from bs4 import BeautifulSoup
+    from ragapp.ingest.html_text import visible_text
 
     head = data[:4096]
     declared = m.group(1).decode("ascii", "replace") if (m := _META_CHARSET.search(head)) else None
     markup, enc = decode_text(data, path, declared=declared)
-    markup = _clean(markup).replace(_LINE, "").replace(_PARA, "")
-    soup = BeautifulSoup(markup, _html_parser())
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    # One walk over the tags (bs4's find_all per tag kind costs a full walk each). A decomposed
-    # tag has the name "": testing that is free, while bs4's `.decomposed` searches the subtree
-    # for a child tag named "_decomposed" on every live tag.
-    tags = soup.find_all(True)
-    # Invisible elements, and elements the author hid, are not visible text.
-    for tag in tags:
-        if tag.name and (
-            tag.name in _INVISIBLE_TAGS or tag.has_attr("hidden") or _HIDDEN_STYLE.search(tag.get("style") or "")
-        ):
-            tag.decompose()
-    # Mark line and paragraph breaks, collapse the source's own whitespace (not significant in
-    # HTML), then turn each run of marks into one break: block elements make paragraphs, while
-    # inline ones (<a>, <b>) stay inside their sentence.
-    for tag in tags:
-        name = tag.name
-        if not name:
-            continue
-        if name == "br":
-            tag.replace_with(_LINE)
-        elif name in ("td", "th"):
-            tag.insert_after(" ")
-        elif name in _BLOCK_TAGS:
-            mark = _LINE if name in ("li", "tr", "dt", "dd") else _PARA
-            tag.insert_before(mark)
-            tag.insert_after(mark)
-            if name == "pre":
-                for string in tag.find_all(string=True):
-                    string.replace_with(string.replace("\n", _LINE))
-    text = re.sub(r"\s+", " ", soup.get_text())
-    text = _BREAKS.sub(lambda m: "\n\n" if _PARA in m.group() else "\n", text).strip()
+    text, title = visible_text(_clean(markup))
     if not text:
-        raise _fail(path, NO_TEXT)
+        raise file_error(path, NO_TEXT)
     meta: dict = {"format": "html", "encoding": enc}
     if title:
         meta["title"] = title
@@ -317,6 +276,14 @@ def _load_docx(path: Path, data: bytes, source: str) -> Document:
     import docx
     from docx.table import Table
 
+    from ragapp.ingest.unzip_guard import TooLargeUnzipped, check_unzipped_size
+
+    try:
+        check_unzipped_size(data, DOCX_MAX_UNZIPPED_BYTES)
+    except TooLargeUnzipped:
+        raise file_error(path, DOCX_UNZIPS_TOO_LARGE.format(limit=_mb(DOCX_MAX_UNZIPPED_BYTES))) from None
+    except Exception:  # not a zip archive, or a damaged one
+        raise file_error(path, DOCX_CORRUPT) from None
     try:
         document = docx.Document(io.BytesIO(data))
         parts: list[str] = []
@@ -328,10 +295,10 @@ def _load_docx(path: Path, data: bytes, source: str) -> Document:
                 parts.append(block.text.strip())
         title = (document.core_properties.title or "").strip()
     except Exception:  # python-docx raises zipfile, KeyError, lxml and its own errors on bad files
-        raise _fail(path, DOCX_CORRUPT) from None
+        raise file_error(path, DOCX_CORRUPT) from None
     text = _clean("\n".join(parts))
     if not text.strip():
-        raise _fail(path, NO_TEXT)
+        raise file_error(path, NO_TEXT)
     meta: dict = {"format": "docx"}
     if title:
         meta["title"] = title
@@ -364,6 +331,43 @@ def _quiet_pypdf() -> None:
 
 
 def _load_pdf(path: Path, data: bytes, source: str) -> list[Document]:
+    """pypdf first; PDFium (pypdfium2) for a file or the pages pypdf cannot read: pypdf refuses
+    valid files past its own safety limits (an array of over 100,000 elements, e.g.) and gives up
+    on flaws that PDFium repairs. "corrupt" is said only when neither can read the file."""
+    texts, n_pages, title = _pypdf_texts(path, data)
+    failed = [n for n in range(1, n_pages + 1) if texts.get(n) is None] if texts is not None else None
+    if failed is None or failed:
+        try:
+            more, n_more, more_title = _pdfium_texts(path, data, failed)
+        except LoaderError:
+            if texts is None:  # neither parser can open it
+                raise
+            more, n_more, more_title = {}, n_pages, ""
+        if texts is None:
+            texts, n_pages, title = more, n_more, more_title
+        else:
+            texts.update((n, t) for n, t in more.items() if t is not None)
+        for number in range(1, n_pages + 1):
+            if texts.get(number) is None:
+                log.warning("%s: page %d skipped, its text cannot be extracted", source, number)
+
+    docs: list[Document] = []
+    for number in range(1, n_pages + 1):
+        text = _clean(texts.get(number) or "")
+        if text.strip():
+            meta: dict = {"format": "pdf", "pages": n_pages}
+            if title:
+                meta["title"] = title
+            docs.append(Document(text=text, source=source, page=number, metadata=meta))
+    if not docs:
+        unreadable = n_pages and all(texts.get(n) is None for n in range(1, n_pages + 1))
+        raise file_error(path, PDF_CORRUPT if unreadable else PDF_NO_TEXT)
+    return docs
+
+
+def _pypdf_texts(path: Path, data: bytes) -> tuple[dict[int, str | None] | None, int, str]:
+    """({page number: text, or None where it failed}, pages, title); None for the texts when pypdf
+    cannot open the file at all. Encryption problems raise the one-line messages."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError
 
@@ -376,41 +380,63 @@ def _load_pdf(path: Path, data: bytes, source: str) -> list[Document]:
             try:
                 opened = reader.decrypt("")
             except DependencyError:
-                raise _fail(path, PDF_AES) from None
+                raise file_error(path, PDF_AES) from None
             except Exception:  # an encryption scheme pypdf cannot open: still a decryption problem
-                raise _fail(path, PDF_ENCRYPTED) from None
+                raise file_error(path, PDF_ENCRYPTED) from None
             if not opened:
-                raise _fail(path, PDF_ENCRYPTED)
+                raise file_error(path, PDF_ENCRYPTED)
         pages = reader.pages
         n_pages = len(pages)
         title = _pdf_title(reader)
     except LoaderError:
         raise
     except FileNotDecryptedError:
-        raise _fail(path, PDF_ENCRYPTED) from None
+        raise file_error(path, PDF_ENCRYPTED) from None
     except DependencyError:
-        raise _fail(path, PDF_AES) from None
-    except Exception:  # pypdf raises many types (PdfReadError, ValueError, KeyError...) on bad files
-        raise _fail(path, PDF_CORRUPT) from None
-
-    docs: list[Document] = []
-    failed = 0
+        raise file_error(path, PDF_AES) from None
+    except Exception:  # pypdf raises many types (PdfReadError, LimitReachedError, KeyError...)
+        return None, 0, ""
+    texts: dict[int, str | None] = {}
     for number in range(1, n_pages + 1):
         try:
-            text = pages[number - 1].extract_text()
+            texts[number] = pages[number - 1].extract_text() or ""
         except Exception as e:  # one damaged page must not cost the others
-            failed += 1
-            log.warning("%s: page %d skipped, its text cannot be extracted (%s)", source, number, e)
-            continue
-        text = _clean(text or "")
-        if text.strip():
-            meta: dict = {"format": "pdf", "pages": n_pages}
-            if title:
-                meta["title"] = title
-            docs.append(Document(text=text, source=source, page=number, metadata=meta))
-    if not docs:
-        raise _fail(path, PDF_CORRUPT if failed == n_pages and n_pages else PDF_NO_TEXT)
-    return docs
+            log.info("%s: pypdf cannot extract page %d (%s); trying PDFium", path, number, e)
+            texts[number] = None
+    return texts, n_pages, title
+
+
+def _pdfium_texts(path: Path, data: bytes, numbers: list[int] | None) -> tuple[dict[int, str | None], int, str]:
+    """Like _pypdf_texts, with PDFium, for the pages `numbers` (None: all of them)."""
+    try:
+        import pypdfium2 as pdfium
+        import pypdfium2.raw as pdfium_c
+    except ImportError:  # a dependency; without it pypdf's verdict stands
+        raise file_error(path, PDF_CORRUPT) from None
+    try:
+        document = pdfium.PdfDocument(data, password="")
+    except pdfium.PdfiumError as e:
+        reason = PDF_ENCRYPTED if e.err_code == pdfium_c.FPDF_ERR_PASSWORD else PDF_CORRUPT
+        raise file_error(path, reason) from None
+    try:
+        n_pages = len(document)
+        texts: dict[int, str | None] = {}
+        for number in numbers if numbers is not None else range(1, n_pages + 1):
+            try:
+                page = document[number - 1]
+                textpage = page.get_textpage()
+                texts[number] = textpage.get_text_bounded()
+                textpage.close()
+                page.close()
+            except Exception:  # noqa: BLE001 - one damaged page must not cost the others
+                texts[number] = None
+        try:
+            title = (document.get_metadata_value("Title") or "").strip()
+        except Exception:  # noqa: BLE001 - a broken info dictionary is not worth failing the file for
+            title = ""
+        return texts, n_pages, title
+    finally:
+        document.close()
 
 
 def _pdf_title(reader) -> str:
@@ -430,3 +456,11 @@ LOADERS = {
     **{ext: (lambda path, data, source, ext=ext: [_load_text(path, data, source, ext)]) for ext in TEXT_EXTENSIONS},
 }
 assert set(LOADERS) == set(SUPPORTED_EXTENSIONS), "every supported extension has a loader"
+BUILTIN_LOADERS = dict(LOADERS)
+
+
+def registered_loaders() -> dict:
+    """Loaders added to LOADERS at run time (tests add parsers that hang or crash, for made-up
+    extensions): ragapp.ingest.parse_pool installs them in its worker processes too, so they must
+    be module-level functions (pickled by name)."""
+    return {ext: fn for ext, fn in LOADERS.items() if BUILTIN_LOADERS.get(ext) is not fn}

@@ -452,7 +452,8 @@ class RagService:
                     info = index.info()
             job.report = {k: getattr(report, k) for k in ("added", "updated", "removed", "unchanged", "renamed",
                                                           "skipped", "chunks_added", "chunks_removed", "seconds")}
-            job.report["failed"] = [list(f) for f in report.failed]
+            job.report["failed"] = [list(f) for f in report.failed]  # parse timeouts, memory, crashes included
+            job.report["notes"] = [list(n) for n in report.notes]  # text left out of a file as not prose
             failed = f"; {len(report.failed)} failed: " + "; ".join(r for _, r in report.failed[:3]) if report.failed else ""
             job.message = (f"{job.collection}: added {report.added}, updated {report.updated}, unchanged "
                            f"{report.unchanged}, removed {report.removed}{failed} — {info['files']} files, "

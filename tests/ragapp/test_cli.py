@@ -86,6 +86,11 @@ def test_user_errors_exit_1_with_the_message(capsys, tmp_path, index_dir):
         (["info", "nope", "--index-dir", index_dir], "error: no index 'nope'"),
         (["remove", "nope", "--yes", "--index-dir", index_dir], "error: no index 'nope'"),
         (["index", tmp_path, "--name", "bad name", "--index-dir", index_dir], "error: invalid index name 'bad name'"),
+        (["index", tmp_path, "--workers", "-1", "--index-dir", index_dir], "error: --workers -1: must be 0 or more"),
+        (["index", tmp_path, "--file-timeout", "0", "--index-dir", index_dir],
+         "error: --file-timeout 0: must be more than 0 seconds\n"),
+        (["index", tmp_path, "--file-memory-mb", "64", "--index-dir", index_dir],
+         "error: --file-memory-mb 64: must be at least 256"),
     ]
     (tmp_path / "f.txt").write_text("x")
     for args, message in cases:

@@ -16,9 +16,9 @@ def parse_spy(monkeypatch):
     calls: list[str] = []
     real = ragapp.index.sync._load_file
 
-    def spy(path, max_bytes):
+    def spy(path, max_bytes, pool=None):
         calls.append(path.name)
-        return real(path, max_bytes)
+        return real(path, max_bytes, pool)
 
     monkeypatch.setattr(ragapp.index.sync, "_load_file", spy)
     return calls
