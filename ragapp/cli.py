@@ -1,4 +1,4 @@
-"""The `ragapp` command: index folders, search them, inspect and remove indexes.
+"""The `ragapp` command: index folders, search them, ask, evaluate, serve; inspect and remove indexes.
 
 Each subcommand is two functions, `<name>_args(parser)` adding its flags and `<name>_run(args)`
 doing the work and returning an exit code, plus one line in COMMANDS. Heavy packages (torch,
@@ -434,6 +434,88 @@ def serve_run(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- ragapp eval
+
+
+def eval_args(p) -> None:
+    p.add_argument("data", nargs="?", type=Path,
+                   help="question set: JSONL (question, answers, answerable, source), SQuAD 2.0 JSON, or a BEIR folder; "
+                        "leave out with --make")
+    p.add_argument("--index", metavar="NAME", help="the index a JSONL set (or --make) is asked of")
+    p.add_argument("--make", type=int, metavar="N",
+                   help="first make a set of about N questions from --index (no judge model: see README), "
+                        "saved as OUT/questions-made.jsonl (or --questions-out) for you to read and edit")
+    p.add_argument("--make-only", action="store_true", help="with --make: write the question set and stop")
+    p.add_argument("--questions-out", type=Path, metavar="FILE", help="where --make writes the question set")
+    p.add_argument("--unanswerable", type=float, default=0.3,
+                   help="--make: share of unanswerable questions, made by holding their file out (default: 0.3)")
+    p.add_argument("--writer", choices=("template", "generator"), default="template",
+                   help="--make: template (offline, default) or generator (the first hf/openai --answerer writes them)")
+    p.add_argument("--answerer", action="append", dest="answerers", metavar="SPEC",
+                   help="who answers, repeatable: extractive, llm (the default model), llm:FOLDER, hf:MODEL, "
+                        "openai:NAME (default: extractive and llm)")
+    p.add_argument("--k", default=str(DEFAULT_K), metavar="K[,K...]",
+                   help=f"passages retrieved; several compare (e.g. 3,5,10) (default: {DEFAULT_K})")
+    p.add_argument("--closed-book", action="store_true", help="also ask each generator with no retrieval at all")
+    p.add_argument("--gate-threshold", type=float, help="the gate threshold of the 'gate on' rows (default: calibrated)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="longest generated answer (default: 128)")
+    p.add_argument("--limit", type=int, metavar="N", help="ask N questions drawn at random (see --seed)")
+    p.add_argument("--seed", type=int, default=0, help="for --make, --limit and the bootstrap (default: 0)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="report.json, report.md, questions.jsonl and charts (default: evals/NAME); answers are kept "
+                        "in DIR/cache, so an interrupted run resumes")
+    p.add_argument("--no-charts", action="store_true", help="no PNG charts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_index_dir(p)
+
+
+def eval_run(args) -> int:
+    if args.data is None and not args.make:
+        raise InvalidInput("give a question set (JSONL, SQuAD 2.0 JSON or a BEIR folder), or --make N with --index NAME")
+    if args.make and not args.index:
+        raise InvalidInput("--make writes questions from one of your indexes; pass --index NAME")
+    if args.make and args.data is not None:
+        raise InvalidInput("give a question set or --make N, not both")
+    try:
+        ks = [int(k) for k in str(args.k).split(",") if k.strip()]
+    except ValueError:
+        raise InvalidInput(f"--k {args.k!r}: give passage counts separated by commas, e.g. 3,5,10") from None
+    answerers = args.answerers or ["extractive", "llm"]
+    name = args.index or (args.data.stem if args.data else "eval")
+    out = args.out or Path("evals") / name
+    progress = not args.no_progress
+    from ragapp.eval.runner import parse_answerer
+
+    parsed = [parse_answerer(a) for a in answerers]  # bad names are refused before anything is loaded
+    data = args.data
+    if args.make:
+        from ragapp.eval.make_set import make_question_set
+        from ragapp.eval.questions import save_jsonl
+
+        generator = None
+        if args.writer == "generator":
+            spec = next((a for a in parsed if a.backend in ("hf", "openai")), None)
+            if spec is None:
+                raise InvalidInput("--writer generator needs an instruction-following --answerer (hf:MODEL or openai:NAME)")
+            from ragapp.generate.registry import load_generator
+
+            generator = load_generator(spec.backend, spec.model)
+        made = make_question_set(args.index, args.index_dir, n=args.make, unanswerable=args.unanswerable,
+                                 writer=args.writer, generator=generator, seed=args.seed, work_dir=out / "cache" / "indexes")
+        data = save_jsonl(made.questions, args.questions_out or out / "questions-made.jsonl")
+        print(f"question set: {made.summary()} -> {data}", file=sys.stderr)
+        if args.make_only:
+            return 0
+    from ragapp.eval.runner import run
+
+    report = run(data, index=args.index, index_dir=args.index_dir, out_dir=out, ks=ks, answerers=answerers,
+                 closed_book=args.closed_book, gate_threshold=args.gate_threshold, max_new_tokens=args.max_new_tokens,
+                 limit=args.limit, seed=args.seed, progress=progress, charts=not args.no_charts)
+    print(report.markdown())
+    print(f"written: {', '.join(report.files.values())}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -451,6 +533,8 @@ COMMANDS = [
     Command("ask", "answer a question from indexed documents, with checked citations", ask_args, ask_run),
     Command("info", "list indexes, or describe one", info_args, info_run),
     Command("remove", "delete an index, or some files from it", remove_args, remove_run),
+    Command("eval", "measure how often answers are made up: on a question set, or one made from an index", eval_args,
+            eval_run),
     Command("serve", "open the chat page and the HTTP API (http://127.0.0.1:7860)", serve_args, serve_run),
 ]
 

@@ -28,11 +28,9 @@ and questions already there are skipped when the command runs again.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import random
 import re
-import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,19 @@ from ragapp.answer.citations import strip_citations
 from ragapp.answer.extractive import best_span, quote, rank_sentences
 from ragapp.config import DEFAULT_LLM_MODEL, SHARED_DATA
 from ragapp.errors import InvalidInput
+from ragapp.eval.cache import model_fingerprint as _model_fingerprint
+from ragapp.eval.cache import read_results  # noqa: F401 - recipes.ragchat.calibrate imports it from here
+from ragapp.eval.squad import (  # noqa: F401 - scoring and data live there; these names stay importable from here
+    Question,
+    compute_exact,
+    compute_f1,
+    get_tokens,
+    gold_answers,
+    load_squad,
+    normalize_answer,
+    safe_name,
+    write_corpus,
+)
 from ragapp.index.index import Index
 from ragapp.ingest import embed  # embed.load_embedder: one name to replace in tests
 from ragapp.retrieve.retriever import Retriever
@@ -52,86 +63,6 @@ DEFAULT_DATA = SHARED_DATA / "eval" / "squad2-dev-half" / "dev-v2.0.json"
 SYSTEMS = ("always-abstain", "extractive-sentence", "extractive-span", "generator", "generator+fallback")
 NO_GENERATOR = SYSTEMS[:3]
 INDEX_NAME = "squad2-dev-half"
-
-
-# ----------------------------------------------------------------------------- official scoring
-# From the official SQuAD 2.0 evaluation script (evaluate-v2.0.py), whose normalisation every
-# published number uses; copied because it is not packaged on PyPI.
-
-
-def normalize_answer(s: str) -> str:
-    def remove_articles(text):
-        return re.sub(r"\b(a|an|the)\b", " ", text)
-
-    def remove_punc(text):
-        exclude = set(string.punctuation)
-        return "".join(ch for ch in text if ch not in exclude)
-
-    return " ".join(remove_articles(remove_punc(s.lower())).split())
-
-
-def get_tokens(s: str) -> list[str]:
-    return normalize_answer(s).split() if s else []
-
-
-def compute_exact(a_gold: str, a_pred: str) -> int:
-    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
-
-
-def compute_f1(a_gold: str, a_pred: str) -> float:
-    gold_toks, pred_toks = get_tokens(a_gold), get_tokens(a_pred)
-    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-    num_same = sum(common.values())
-    if len(gold_toks) == 0 or len(pred_toks) == 0:
-        return float(gold_toks == pred_toks)
-    if num_same == 0:
-        return 0.0
-    precision, recall = num_same / len(pred_toks), num_same / len(gold_toks)
-    return 2 * precision * recall / (precision + recall)
-
-
-def gold_answers(qa: dict) -> list[str]:
-    golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])]
-    return golds or [""]  # unanswerable: the only right answer is the empty one
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass
-class Question:
-    id: str
-    question: str
-    golds: list[str]
-    answerable: bool
-    source: str  # the file of its paragraph
-
-
-def safe_name(title: str) -> str:
-    """The folder of an article's paragraph files (also recipes.ragchat's calibration and training data)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("_")[:80] or "article"
-
-
-def write_corpus(articles: list[dict], folder: Path) -> None:
-    """One .txt file per paragraph: folder/<article>/<nnn>.txt (kept if already there)."""
-    for art in articles:
-        sub = folder / safe_name(art["title"])
-        sub.mkdir(parents=True, exist_ok=True)
-        for j, para in enumerate(art["paragraphs"]):
-            path = sub / f"{j:03d}.txt"
-            if not path.exists():
-                path.write_text(para["context"] + "\n", encoding="utf-8")
-
-
-def load_squad(path: Path) -> tuple[list[dict], list[Question]]:
-    data = json.loads(Path(path).read_text())["data"]
-    questions = []
-    for art in data:
-        for j, para in enumerate(art["paragraphs"]):
-            source = f"{safe_name(art['title'])}/{j:03d}.txt"
-            for qa in para["qas"]:
-                questions.append(Question(qa["id"], qa["question"], gold_answers(qa), not qa.get("is_impossible", False), source))
-    return data, questions
 
 
 def select(questions: list[Question], subset: int | None, seed: int, limit: int | None) -> list[Question]:
@@ -255,25 +186,6 @@ def score(questions: list[Question], results: dict[str, dict]) -> dict:
     }
 
 
-def read_results(path: Path) -> dict[str, dict]:
-    """Rows of a results JSONL by id, ready to append to: a last line torn by an interruption is
-    ended (so the next row starts on its own line) and skipped (so it is recomputed)."""
-    rows = {}
-    if path.exists():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write("\n")
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by an interruption: recompute it
-                    continue
-                rows[row["id"]] = row
-    return rows
-
-
 def run(
     systems: list[str], data_path: Path = DEFAULT_DATA, workdir: Path = Path(".cache/squad2-eval"), k: int = 5,
     backend: str | None = None, model: str | None = None, subset: int | None = None, seed: int = 0,
@@ -316,24 +228,6 @@ def run(
 def _model_tag(backend: str | None, model: str | None) -> str:
     name = Path(model).name if model else (DEFAULT_LLM_MODEL.name if (backend or "llm") == "llm" else "default")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{backend or 'llm'}-{name}")
-
-
-def _model_fingerprint(backend: str | None, model: str | None, max_new_tokens: int) -> str:
-    """Short hash of what decides a generator's answers: the local model folder's weights and training card
-    (a hub id or an endpoint's model name stands for itself) and the answer length."""
-    import hashlib
-
-
-    h = hashlib.sha256(f"{backend or 'llm'}|{model}|{max_new_tokens}".encode())
-    folder = Path(model) if model else (DEFAULT_LLM_MODEL if (backend or "llm") == "llm" else None)
-    if folder is not None and folder.is_dir():
-        for name in ("model.safetensors", "training.json", "config.json", "adapter_model.safetensors"):
-            f = folder / name
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(block)
-    return h.hexdigest()[:10]
 
 
 def table(scores: dict[str, dict]) -> str:

@@ -5,7 +5,9 @@
     GET    /v1/documents/{collection}        the files of a collection
     POST   /v1/documents                     multipart upload (fields: collection, files), indexed
     DELETE /v1/documents/{collection}/{path} remove a file
-    GET    /v1/jobs/{id}                     an indexing job (POST /v1/documents?wait=false)
+    GET    /v1/jobs/{id}                     a job: indexing (POST /v1/documents?wait=false) or evaluation
+    POST   /v1/eval                          evaluate a collection in the background (a job; ragapp.eval)
+    GET    /v1/jobs/{id}/files/{name}        a file an evaluation wrote (report.md, charts, questions.jsonl)
     POST   /v1/chat/completions              OpenAI-compatible chat, streaming (SSE) or not
     GET    /v1/models                        OpenAI-compatible model list: "ragapp" and each collection
     GET    /openapi.json, /docs              the OpenAPI spec and its browser
@@ -102,6 +104,22 @@ class ChatCompletionRequest(BaseModel):
     gate_threshold: float | None = Field(None, ge=0.0, le=1.0,
                                          description="ragapp extension: the gate's evidence threshold (default: calibrated)")
     extractive: bool = Field(False, description="ragapp extension: quote the best passage sentences, no generator")
+
+
+class EvalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    collection: str = Field(description="the collection to evaluate")
+    questions: list[dict[str, Any]] | None = Field(
+        None, description='a question set: [{"question", "answers": [...], "answerable", "source"?}, ...] '
+                          "(the JSONL rows of `ragapp eval`); leave out to make one from the collection")
+    make: int = Field(20, ge=1, le=500, description="questions to make from the collection when none are given")
+    unanswerable: float = Field(0.3, ge=0.0, le=1.0, description="share of made questions whose source is held out")
+    k: list[int] | None = Field(None, description="passages retrieved; several compare (default: the server's k)")
+    backend: str | None = Field(None, description="generator compared with the extractive answer (default: the server's)")
+    model: str | None = Field(None, description="its model")
+    gate_threshold: float | None = Field(None, ge=0.0, le=1.0, description="the 'gate on' rows' threshold (default: calibrated)")
+    limit: int | None = Field(None, ge=1, description="ask this many of the questions, drawn at random (seed)")
+    seed: int = 0
 
 
 def _text(content) -> str:
@@ -201,8 +219,26 @@ def create_app(service: RagService) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", tags=["documents"])
     def job(job_id: str, who: str | None = Depends(user)) -> dict:
-        """An indexing job: status, files done, and its report when finished."""
+        """A job: indexing (status, files done, its report) or evaluation (done/total answers, report, files)."""
         return service.job(who, job_id).to_dict()
+
+    @app.post("/v1/eval", tags=["evaluation"], status_code=202)
+    def evaluate(body: EvalRequest, who: str | None = Depends(user)) -> dict:
+        """Evaluate a collection in the background: hallucination rate, accuracy, abstention, citations, retrieval,
+        each with a 95% interval. Poll GET /v1/jobs/{id}; its files come from GET /v1/jobs/{id}/files/{name}."""
+        if body.k is not None and (not body.k or min(body.k) < 1 or max(body.k) > 50):
+            raise RagError(f"k takes passage counts between 1 and 50, got {body.k}")
+        job = service.evaluate(who, body.collection, questions=body.questions, make=body.make,
+                               unanswerable=body.unanswerable, ks=body.k, backend=body.backend, model=body.model,
+                               gate_threshold=body.gate_threshold, limit=body.limit, seed=body.seed)
+        return job.to_dict()
+
+    @app.get("/v1/jobs/{job_id}/files/{name}", tags=["evaluation"])
+    def job_file(job_id: str, name: str, who: str | None = Depends(user)):
+        """A file an evaluation wrote: report.json, report.md, questions.jsonl, question-set.jsonl, the PNG charts."""
+        from fastapi.responses import FileResponse
+
+        return FileResponse(service.eval_file(who, job_id, name), filename=name)
 
     @app.get("/v1/models", tags=["chat"])
     def models(who: str | None = Depends(user)) -> dict:

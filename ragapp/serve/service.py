@@ -60,6 +60,7 @@ from ragapp.serve.uploads import (
 
 SEP = "--"  # between user and collection in the index name (user names have no "-")
 UPLOADS = "_uploads"  # index_dir/_uploads/INDEX/: saved uploads; "_" can never start an index name
+EVALS = "_evals"  # index_dir/_evals/JOB/: an evaluation's question set, answers, report and charts
 BACKENDS = ANSWER_MODES
 
 
@@ -169,6 +170,39 @@ class Job:
                 "message": self.message, "files_done": done, "files_total": total, "report": self.report}
 
 
+@dataclass
+class EvalJob:
+    """One evaluation (ragapp.eval) of a collection: make or take a question set, ask it, report."""
+
+    id: str
+    owner: str
+    collection: str  # as the owner names it
+    what: str  # "20 questions made from the collection", "12 questions given"
+    out_dir: Path
+    status: str = "queued"  # queued | running | done | failed
+    message: str = ""
+    stage: str = ""  # what it is doing now
+    done: int = 0  # answers made (cached ones included) of `total`
+    total: int = 0
+    report: dict = field(default_factory=dict)
+    markdown: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # file name -> path, for download
+    started: float = 0.0
+    finished: float = 0.0
+    done_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def interrupted(self, message: str) -> None:
+        if not self.done_event.is_set():
+            self.status, self.message, self.finished = "failed", message, time.time()
+            self.done_event.set()
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": "eval", "collection": self.collection, "what": self.what, "status": self.status,
+                "message": self.message, "stage": self.stage, "done": self.done, "total": self.total,
+                "report": self.report, "markdown": self.markdown, "files": sorted(self.files)}
+
+
 class RagService:
     def __init__(self, config: ServeConfig, users=None, embedder=None, generator=None):
         """`users`: ragapp.serve.auth.Users or None (no login). `embedder`/`generator`: objects to use
@@ -185,6 +219,9 @@ class RagService:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-index")
+        # evaluations take turns in a thread of their own, so indexing never waits for one
+        self._eval_jobs: OrderedDict[str, EvalJob] = OrderedDict()
+        self._eval_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-eval")
         self.throttle = LoginThrottle()
         config.index_dir.mkdir(parents=True, exist_ok=True)
 
@@ -466,11 +503,11 @@ class RagService:
             job.finished = time.time()
             job.done_event.set()
 
-    def job(self, user: str | None, job_id: str) -> Job:
+    def job(self, user: str | None, job_id: str) -> Job | EvalJob:
         with self._lock:
-            job = self._jobs.get(job_id)
+            job = self._jobs.get(job_id) or self._eval_jobs.get(job_id)
         if job is None or job.owner not in (self.owner(user), "server"):
-            raise IndexNotFound(f"no indexing job {job_id!r}")
+            raise IndexNotFound(f"no job {job_id!r}")
         return job
 
     def jobs(self, user: str | None) -> list[Job]:
@@ -481,6 +518,107 @@ class RagService:
     def wait(self, job: Job, timeout: float | None = None) -> Job:
         job.done_event.wait(timeout)
         return job
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, user: str | None, collection: str, *, questions: Sequence[dict] | None = None,
+                 make: int = 20, unanswerable: float = 0.3, ks: Sequence[int] | None = None,
+                 backend: str | None = None, model: str | None = None, gate_threshold: float | None = None,
+                 limit: int | None = None, seed: int = 0, max_new_tokens: int = 128) -> EvalJob:
+        """Evaluate a collection in the background (ragapp.eval): the question set given (JSONL rows as dicts),
+        or one made from the collection (`make` questions, `unanswerable` of them held out), answered by the
+        extractive answer and by `backend`/`model` (the page's current settings), at each k."""
+        from ragapp.eval.questions import parse_row
+        from ragapp.eval.runner import parse_answerer
+
+        owner = self.owner(user)
+        (real,) = self.resolve(user, [collection])
+        parsed = None
+        if questions is not None:
+            if not questions:
+                raise InvalidInput("the question set is empty; give questions, or make a set from the collection")
+            parsed = [parse_row(row, f"question {i}", f"q{i}") for i, row in enumerate(questions, 1)]
+        elif not 1 <= int(make) <= 500:
+            raise InvalidInput(f"make between 1 and 500 questions, not {make}")
+        backend = backend or self.default_backend
+        if backend not in BACKENDS:
+            raise InvalidInput(f"unknown generator backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        model = (model or "").strip() or None
+        answerers = ["extractive"]
+        if backend != "extractive":
+            answerers.append(parse_answerer(f"{backend}:{model}" if model else backend).spec)
+        ks = [int(k) for k in (ks or [self.config.k])]
+        with Index.open(real, self.config.index_dir) as index:
+            embedder_name = index.embedder_name
+        job_id = uuid.uuid4().hex[:12]
+        what = f"{len(parsed)} questions given" if parsed is not None else f"{make} questions made from the collection"
+        job = EvalJob(job_id, owner, collection, what, self.config.index_dir / EVALS / job_id)
+        with self._lock:
+            self._eval_jobs[job.id] = job
+            while len(self._eval_jobs) > 50:
+                self._eval_jobs.popitem(last=False)
+
+        def work() -> None:
+            from ragapp.eval.make_set import make_question_set
+            from ragapp.eval.questions import save_jsonl
+            from ragapp.eval.runner import run
+
+            embedder = self.embedder_for(embedder_name)
+            generators = {}
+            if len(answerers) > 1:
+                job.stage = "loading the generator"
+                generators[answerers[1]] = self.session(backend, model, embedder_name).generator
+            items = parsed
+            if items is None:
+                job.stage = "writing questions"
+
+                def wrote(done: int, total: int) -> None:
+                    job.done, job.total = done, total
+
+                made = make_question_set(real, self.config.index_dir, n=int(make), unanswerable=float(unanswerable),
+                                         seed=seed, embedder=embedder, work_dir=job.out_dir / "cache" / "indexes",
+                                         progress=wrote)
+                items = made.questions
+            save_jsonl(items, job.out_dir / "question-set.jsonl")
+
+            def step(done: int, total: int, what: str) -> None:
+                job.done, job.total, job.stage = done, total, f"answering: {what}"
+
+            report = run(items, index=real, index_dir=self.config.index_dir, out_dir=job.out_dir,
+                         work_dir=job.out_dir / "cache", ks=ks, answerers=answerers, gate_threshold=gate_threshold,
+                         max_new_tokens=max_new_tokens, limit=limit, seed=seed, embedder=embedder,
+                         generators=generators, progress=False, on_progress=step, stop=job.stop)
+            job.report = report.to_dict()
+            job.report["index"] = collection  # the user's name for it, not the server's
+            job.markdown = report.markdown().replace(f"index '{real}'", f"collection '{collection}'")
+            files = {**report.files, "question_set": str(job.out_dir / "question-set.jsonl")}
+            job.files = {Path(p).name: p for p in files.values()}
+            job.message = f"{collection}: {report.questions} questions, {len(report.rows)} configurations"
+
+        self._eval_pool.submit(self._run_eval, job, work)
+        return job
+
+    def _run_eval(self, job: EvalJob, work) -> None:
+        if job.done_event.is_set():
+            return
+        job.started, job.status = time.time(), "running"
+        try:
+            work()
+            job.status, job.stage = "done", "done"
+        except Exception as err:  # noqa: BLE001 - the job reports any failure instead of dying silently
+            job.status = "failed"
+            job.message = str(err) if isinstance(err, RagError) else f"{type(err).__name__}: {err}"
+        finally:
+            job.finished = time.time()
+            job.done_event.set()
+
+    def eval_file(self, user: str | None, job_id: str, name: str) -> Path:
+        """A file an evaluation wrote (report.md, charts, questions.jsonl...), for download."""
+        job = self.job(user, job_id)
+        path = getattr(job, "files", {}).get(name)
+        if path is None:
+            have = ", ".join(sorted(getattr(job, "files", {}))) or "none yet"
+            raise IndexNotFound(f"no file {name!r} in job {job_id!r}; its files: {have}")
+        return Path(path)
 
     # -- start and stop ----------------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -522,9 +660,14 @@ class RagService:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             jobs = list(self._jobs.values())
-        for job in jobs:
+            evals = list(self._eval_jobs.values())
+        for job in jobs + evals:
             job.stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._eval_pool.shutdown(wait=False, cancel_futures=True)
+        for ej in evals:  # a running one stops after its current answer; the answers kept let it resume
+            if ej.status == "queued":
+                ej.interrupted("the evaluation was cancelled by the server's shutdown; start it again")
         for job in jobs:
             if job.status == "queued":
                 job.interrupted(f"indexing {job.what} into {job.collection!r} was cancelled by the server's shutdown; "

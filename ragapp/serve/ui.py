@@ -1,4 +1,5 @@
-"""The Gradio page: chat over your collections, with sources you can open, and document management.
+"""The Gradio page: chat over your collections, with sources you can open, and document management; a
+second tab, "Evaluate", measures how often the current settings make things up (ragapp.eval).
 
 Layout: collections and settings on the left; the chat (gr.ChatInterface, streaming Markdown) in
 the middle; the source panel on the right. Answers show inline [n] links; clicking one opens
@@ -55,6 +56,7 @@ CSS = """
 .rag-bad { color: #b45309; }
 .rag-none { color: var(--body-text-color-subdued); }
 a[href^="#cite-"] { text-decoration: none; font-weight: 600; }
+.rag-chart { margin: 8px 0; } .rag-chart img { max-width: 100%; } .rag-chart figcaption { font-size: 0.85em; }
 """
 
 HEAD = '<meta name="description" content="ragapp: chat with your documents, with verified citations">'
@@ -359,6 +361,83 @@ class PageHandlers:
         return "\n\n".join(lines)
 
 
+    # -- the Evaluate tab ------------------------------------------------------------------------------
+    def eval_choices(self, current: str | None, request: gr.Request = None):
+        names = self.service.collections(_user(request))
+        value = current if current in names else (next((n for n in self.service.config.collections if n in names), None)
+                                                  or (names[0] if names else None))
+        return gr.update(choices=names, value=value)
+
+    def evaluate(self, collection: str | None, source: str, n: float, unanswerable: float, jsonl: str, ks: str,
+                 backend: str | None, model: str, gate_threshold: float | None, request: gr.Request = None,
+                 progress=gr.Progress()):
+        """(status, table, charts, download links) of one evaluation, run with the page's current settings
+        while a progress bar follows it."""
+        import json
+
+        user = _user(request)
+        try:
+            if not collection:
+                raise RagError("no collection chosen; pick the collection to evaluate")
+            try:
+                k_list = [int(k) for k in str(ks).replace(" ", "").split(",") if k]
+            except ValueError:
+                raise RagError(f"k {ks!r}: give passage counts separated by commas, e.g. 3,5") from None
+            questions = None
+            if source == EVAL_SOURCES[1]:
+                questions = []
+                for i, line in enumerate((jsonl or "").splitlines(), 1):
+                    if line.strip():
+                        try:
+                            questions.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise RagError(f"question line {i} is not JSON ({e.msg}); one JSON object a line") from None
+            job = self.service.evaluate(user, collection, questions=questions, make=int(n),
+                                        unanswerable=float(unanswerable), ks=k_list or None, backend=backend or None,
+                                        model=model, gate_threshold=gate_threshold)
+        except RagError as err:
+            raise _error(err) from err
+        progress(0.0, desc="starting")
+        while not job.done_event.wait(0.3):
+            progress(job.done / job.total if job.total else 0.0,
+                     desc=f"{job.stage}: {job.done}/{job.total}" if job.total else (job.stage or "starting"))
+        if job.status == "failed":
+            raise gr.Error(f"The evaluation failed: {job.message}", title="Evaluation failed")
+        return f"✓ {job.message}", job.markdown, eval_charts_html(job.files), eval_downloads_html(job.files)
+
+
+def eval_charts_html(files: dict[str, str]) -> str:
+    """The charts inline (data: URLs): Gradio's file route never serves files from its cache, where
+    uploads live too (ragapp.serve.upload_guard), so results are not handed to it."""
+    import base64
+
+    parts = []
+    for name, title in (("hallucination.png", "Hallucination and F1"), ("tradeoff.png", "The abstention trade-off")):
+        if name in files:
+            data = base64.b64encode(Path(files[name]).read_bytes()).decode()
+            parts.append(f'<figure class="rag-chart"><img alt="{title}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{title}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def eval_downloads_html(files: dict[str, str]) -> str:
+    """Download links carrying the files (data: URLs), for the same reason as the charts."""
+    import base64
+
+    kinds = {"questions.jsonl": ("application/x-ndjson", "answers, per question and configuration"),
+             "question-set.jsonl": ("application/x-ndjson", "the question set (edit it and run it again)"),
+             "report.md": ("text/markdown", "the tables"), "report.json": ("application/json", "every number")}
+    links = []
+    for name, (mime, what) in kinds.items():
+        if name in files:
+            data = base64.b64encode(Path(files[name]).read_bytes()).decode()
+            links.append(f'<li><a download="{name}" href="data:{mime};base64,{data}">{name}</a> — {what}</li>')
+    return f"<ul class=\"rag-downloads\">{''.join(links)}</ul>" if links else ""
+
+
+EVAL_SOURCES = ("Make questions from the collection", "Use my questions (JSONL below)")
+
+
 # ----------------------------------------------------------------------------- the page
 
 
@@ -369,52 +448,80 @@ def build_demo(service: RagService) -> gr.Blocks:
     with gr.Blocks(title="ragapp — chat with your documents", fill_height=True, delete_cache=(600, 3600)) as demo:
         gr.Markdown("## ragapp — chat with your documents\nAnswers come only from your collections; "
                     "each [n] opens its source. Answers the documents do not hold say so.")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=260):
-                # Choices are per user (filled on page load); the server checks every name it gets.
-                collections = gr.Dropdown(choices=cfg.collections, value=cfg.collections, multiselect=True,
-                                          allow_custom_value=True, label="Collections to ask", elem_id="collections")
-                with gr.Accordion("Add documents", open=True):
-                    target = gr.Dropdown(choices=[], value=None, allow_custom_value=True, elem_id="target",
-                                         label="Into collection (pick, or type a new name)")
-                    uploads = gr.File(file_count="multiple", file_types=list(SUPPORTED_EXTENSIONS), type="filepath",
-                                      label="Documents", elem_id="uploads", height=120)
-                    add_btn = gr.Button("Add to collection", variant="primary", elem_id="add-btn")
-                    folder = gr.Textbox(label="…or index a folder on the server", placeholder="/path/to/documents",
-                                        elem_id="folder")
-                    folder_btn = gr.Button("Index folder", elem_id="folder-btn")
-                    status = gr.Markdown(elem_id="status")
-                    jobs = gr.Markdown(elem_id="jobs")
-                with gr.Accordion("Files in the collection", open=False):
-                    files_table = gr.Dataframe(headers=["file", "chunks", "size"], interactive=False,
-                                               elem_id="files", wrap=True)
-                    to_remove = gr.Dropdown(choices=[], label="Remove a file", elem_id="to-remove", allow_custom_value=True)
-                    remove_btn = gr.Button("Remove file", variant="stop", elem_id="remove-btn")
-                with gr.Accordion("Settings", open=False):
-                    k = gr.Slider(1, 20, value=cfg.k, step=1, label="Passages retrieved (k)")
-                    backend = gr.Dropdown(list(BACKENDS), value=service.default_backend, label="Generator backend",
-                                          info="extractive: quote the best passage sentences, no model")
-                    model = gr.Textbox(value=cfg.model or "", label="Model",
-                                       placeholder="default model (llm) / folder or hub id (hf) / served name (openai)")
-                    temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature")
-                    gate = gr.Checkbox(value=True, label="Grounding gate: answer “not in your documents” when the evidence is weak")
-                    gate_threshold = gr.Slider(0.0, 1.0, value=service.gate_threshold, step=0.01, label="Gate threshold",
-                                               info="evidence needed to answer; the default is calibrated (higher abstains more)")
-            with gr.Column(scale=2, min_width=380):
-                sources = gr.HTML(PANEL_EMPTY, js_on_load=CITE_JS, elem_id="sources", render=False)
-                gr.ChatInterface(
-                    h.respond,
-                    chatbot=gr.Chatbot(elem_id="chat", height=620, buttons=["copy", "copy_all"], feedback_options=None,
-                                       placeholder="Ask a question about your documents."),
-                    textbox=gr.Textbox(placeholder="Ask about your documents…", elem_id="question", submit_btn=True,
-                                       stop_btn=True),
-                    additional_inputs=[collections, k, backend, model, temperature, gate, gate_threshold],
-                    additional_outputs=[sources],
-                    api_name="chat", concurrency_limit=8, fill_height=True, autofocus=True,
-                )
-            with gr.Column(scale=1, min_width=300):
-                gr.Markdown("### Sources")
-                sources.render()
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=260):
+                        # Choices are per user (filled on page load); the server checks every name it gets.
+                        collections = gr.Dropdown(choices=cfg.collections, value=cfg.collections, multiselect=True,
+                                                  allow_custom_value=True, label="Collections to ask", elem_id="collections")
+                        with gr.Accordion("Add documents", open=True):
+                            target = gr.Dropdown(choices=[], value=None, allow_custom_value=True, elem_id="target",
+                                                 label="Into collection (pick, or type a new name)")
+                            uploads = gr.File(file_count="multiple", file_types=list(SUPPORTED_EXTENSIONS), type="filepath",
+                                              label="Documents", elem_id="uploads", height=120)
+                            add_btn = gr.Button("Add to collection", variant="primary", elem_id="add-btn")
+                            folder = gr.Textbox(label="…or index a folder on the server", placeholder="/path/to/documents",
+                                                elem_id="folder")
+                            folder_btn = gr.Button("Index folder", elem_id="folder-btn")
+                            status = gr.Markdown(elem_id="status")
+                            jobs = gr.Markdown(elem_id="jobs")
+                        with gr.Accordion("Files in the collection", open=False):
+                            files_table = gr.Dataframe(headers=["file", "chunks", "size"], interactive=False,
+                                                       elem_id="files", wrap=True)
+                            to_remove = gr.Dropdown(choices=[], label="Remove a file", elem_id="to-remove", allow_custom_value=True)
+                            remove_btn = gr.Button("Remove file", variant="stop", elem_id="remove-btn")
+                        with gr.Accordion("Settings", open=False):
+                            k = gr.Slider(1, 20, value=cfg.k, step=1, label="Passages retrieved (k)")
+                            backend = gr.Dropdown(list(BACKENDS), value=service.default_backend, label="Generator backend",
+                                                  info="extractive: quote the best passage sentences, no model")
+                            model = gr.Textbox(value=cfg.model or "", label="Model",
+                                               placeholder="default model (llm) / folder or hub id (hf) / served name (openai)")
+                            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature")
+                            gate = gr.Checkbox(value=True, label="Grounding gate: answer “not in your documents” when the evidence is weak")
+                            gate_threshold = gr.Slider(0.0, 1.0, value=service.gate_threshold, step=0.01, label="Gate threshold",
+                                                       info="evidence needed to answer; the default is calibrated (higher abstains more)")
+                    with gr.Column(scale=2, min_width=380):
+                        sources = gr.HTML(PANEL_EMPTY, js_on_load=CITE_JS, elem_id="sources", render=False)
+                        gr.ChatInterface(
+                            h.respond,
+                            chatbot=gr.Chatbot(elem_id="chat", height=620, buttons=["copy", "copy_all"], feedback_options=None,
+                                               placeholder="Ask a question about your documents."),
+                            textbox=gr.Textbox(placeholder="Ask about your documents…", elem_id="question", submit_btn=True,
+                                               stop_btn=True),
+                            additional_inputs=[collections, k, backend, model, temperature, gate, gate_threshold],
+                            additional_outputs=[sources],
+                            api_name="chat", concurrency_limit=8, fill_height=True, autofocus=True,
+                        )
+                    with gr.Column(scale=1, min_width=300):
+                        gr.Markdown("### Sources")
+                        sources.render()
+
+            with gr.Tab("Evaluate", id="evaluate", elem_id="evaluate-tab") as eval_tab:
+                gr.Markdown("How often does this setup make things up? Ask a question set of a collection with the "
+                            "current settings (generator, k, gate threshold) and the extractive answer alone; each "
+                            "number has a 95% interval. A made set asks about names and numbers of sampled passages; "
+                            "its unanswerable questions come from files held out of a temporary copy of the index.")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=260):
+                        # choices are per user (filled when the tab opens); the server checks the name it gets
+                        eval_collection = gr.Dropdown(choices=[], value=None, label="Collection to evaluate",
+                                                      allow_custom_value=True, elem_id="eval-collection")
+                        eval_source = gr.Radio(list(EVAL_SOURCES), value=EVAL_SOURCES[0], label="Question set",
+                                               elem_id="eval-source")
+                        eval_n = gr.Slider(2, 200, value=20, step=1, label="Questions to make", elem_id="eval-n")
+                        eval_unanswerable = gr.Slider(0.0, 0.8, value=0.3, step=0.05, elem_id="eval-unanswerable",
+                                                      label="Share unanswerable (their file held out)")
+                        eval_jsonl = gr.Textbox(lines=5, elem_id="eval-jsonl", label="My questions (JSONL)",
+                                                placeholder='{"question": "...", "answers": ["..."], "answerable": true, '
+                                                            '"source": "file.pdf"}')
+                        eval_ks = gr.Textbox(value=str(cfg.k), label="k (several compare: 3,5,10)", elem_id="eval-k")
+                        eval_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-btn")
+                        eval_status = gr.Markdown(elem_id="eval-status")
+                        eval_files = gr.HTML(elem_id="eval-files")
+                    with gr.Column(scale=3, min_width=420):
+                        eval_table = gr.Markdown(elem_id="eval-table")
+                        eval_charts = gr.HTML(elem_id="eval-charts")
 
         lists = [collections, target, files_table, to_remove]
         demo.load(h.refresh, [collections, target], lists, api_visibility="private")
@@ -428,6 +535,13 @@ def build_demo(service: RagService) -> gr.Blocks:
                          ).success(h.refresh_adding, [collections, target], lists, api_visibility="private")
         remove_btn.click(h.remove_file, [target, to_remove], status, api_name="remove_file"
                          ).then(h.refresh, [collections, target], lists, api_visibility="private")
+        demo.load(h.eval_choices, eval_collection, eval_collection, api_visibility="private")
+        eval_tab.select(h.eval_choices, eval_collection, eval_collection, api_visibility="private",
+                        show_progress="hidden")  # collections made since the page was opened
+        eval_btn.click(h.evaluate, [eval_collection, eval_source, eval_n, eval_unanswerable, eval_jsonl, eval_ks,
+                                    backend, model, gate_threshold],
+                       [eval_status, eval_table, eval_charts, eval_files], api_name="evaluate",
+                       concurrency_limit=1)
         timer = gr.Timer(2.0)
         timer.tick(h.jobs, None, jobs, api_visibility="private", show_progress="hidden", queue=False)
     h.uploaded = demo.upload_file_set

@@ -147,6 +147,57 @@ def test_upload_ask_and_open_the_citation(tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 20_000
 
 
+ORCHARD = """# Orchard notes
+
+The orchard has 14 apple trees and 3 pear trees, planted in 2016 along the east fence.
+The oldest tree is a Bramley apple that gives about 40 kilograms of fruit in a good year.
+The trees are pruned every February, and the cuttings go to the compost heap by the shed.
+"""
+
+
+def test_evaluate_tab_makes_a_set_runs_it_and_shows_the_report(tmp_path):
+    """The Evaluate tab: pick the collection, make a question set from it, run it with the current settings
+    (extractive here: no model to wait for), watch it finish, see the table and the charts, get the files."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from ragapp.serve.api import BackgroundServer
+
+    (tmp_path / "greenhouse.md").write_text(DOC)
+    (tmp_path / "orchard.md").write_text(ORCHARD)
+    service = make_service(tmp_path / "indexes", backend="extractive")
+    with BackgroundServer(service) as url, sync_playwright() as pw:
+        browser, page = open_page(pw, url)
+        try:
+            page.locator("#uploads input[type=file]").set_input_files([str(tmp_path / "greenhouse.md"),
+                                                                      str(tmp_path / "orchard.md")])
+            page.get_by_text("orchard.md").first.wait_for(timeout=120_000)
+            page.locator("#target input").fill("garden")
+            page.locator("#target input").press("Enter")
+            page.click("#add-btn")
+            page.locator("#status").get_by_text("added 2").wait_for(timeout=120_000)
+            page.get_by_role("tab", name="Evaluate").click()
+            # opening the tab fills the choices with the collections made since, and picks the first
+            expect(page.locator("#eval-collection input")).to_have_value("garden", timeout=10_000)
+            page.click("#eval-btn")
+            done = page.locator("#eval-status").get_by_text("✓ garden:")
+            done.or_(page.get_by_text("The evaluation failed")).or_(page.get_by_text("Cannot do that")).first.wait_for(
+                timeout=300_000)
+            assert done.is_visible(), page.locator("body").inner_text()[-2000:]
+            table = page.locator("#eval-table")
+            expect(table).to_contain_text("extractive · k=5 · gate on")
+            expect(table).to_contain_text("hallucination")
+            expect(page.locator("#eval-charts img")).to_have_count(2)
+            assert page.locator("#eval-charts img").first.evaluate("img => img.naturalWidth") > 400  # the PNG loaded
+            expect(page.locator('#eval-files a[download="questions.jsonl"]')).to_be_visible()
+            page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}\nbrowser console:\n" + "\n".join(page.console[-30:]))
+            raise
+        finally:
+            browser.close()
+
+
 def screenshot(out: Path, question: str = "Which torch version does the first run install?") -> None:
     """The README's picture: the sample corpus, one question, its first citation opened."""
     from playwright.sync_api import sync_playwright
