@@ -36,8 +36,9 @@ def model_fingerprint(backend: str | None, model: str | None, max_new_tokens: in
     h = hashlib.sha256(f"{backend or 'llm'}|{model}|{max_new_tokens}".encode())
     folder = Path(model) if model else (DEFAULT_LLM_MODEL if (backend or "llm") == "llm" else None)
     if folder is not None and folder.is_dir():
-        for name in ("model.safetensors", "training.json", "config.json", "adapter_model.safetensors"):
-            f = folder / name
+        # adapters shipped in stage subfolders (ragapp.generate.assemble) count as weights too
+        files = [folder / "training.json", folder / "config.json", *sorted(folder.rglob("*.safetensors"))]
+        for f in files:
             if f.is_file():
                 with open(f, "rb") as fh:
                     for block in iter(lambda: fh.read(1 << 22), b""):

@@ -1,6 +1,7 @@
 """Generator backends by name, and the shared, cached instances.
 
-    llm     our own `llm` checkpoint (the default model; a folder written by llm.checkpoint.save_pretrained)
+    llm     our own `llm` checkpoint (a folder written by llm.checkpoint.save_pretrained), or shipped adapters over an
+            installed base (ragapp.generate.assemble): the default model
     hf      any Hugging Face causal LM: a local folder or a hub id
     openai  any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, OpenAI)
 
