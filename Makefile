@@ -25,9 +25,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/ragapp serve --folder corpora/sample --index sample
 
-# Remake the default chat model from ../shared/data (SmolLM2 + LoRA SFT, CPU, about 1.5 hours; resumable).
+# Remake the default chat model from ../shared/data (CPU recipe, about two hours; resumable).
 model: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m recipes.ragchat.make_model --base smollm2
+	HF_HUB_OFFLINE=1 $(BIN)/python -m recipes.ragchat.make_model
 
 # Headless Chromium for the browser test comes from Debian (Playwright cannot download browsers here).
 browser:

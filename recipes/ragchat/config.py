@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 RECIPES_DIR = Path(__file__).resolve().parent  # the app-specific llm recipes, ragchat-*.toml
 RUNS = Path("runs/ragchat")  # run folders, relative to the working directory (the recipes' own paths are too)
 SMOLLM2_BASE = RUNS / "smollm2" / "base"  # SmolLM2-135M-Instruct imported (make_model --base smollm2)
-SHIP_DIR = ROOT / "models" / "ragchat"  # where `ship` writes the default model (SmolLM2 + adapters)
-MINILM_SHIP_DIR = ROOT / "models" / "ragchat-minilm"  # the earlier 22.6M MiniLM warm start, kept as an option
+SHIP_DIR = ROOT / "models" / "ragchat"  # where `ship` writes the default model (the MiniLM warm start)
+SMOLLM2_SHIP_DIR = ROOT / "models" / "ragchat-smollm2"  # SmolLM2 + adapters: not the default until it beats it
 
 # training sets only: the recipe never reads an evaluation set
 SQUAD_TRAIN = SHARED_DATA / "train" / "squad1.1-train.json.gz"

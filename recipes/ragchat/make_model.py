@@ -41,7 +41,7 @@ import os
 import shutil
 from pathlib import Path
 
-from recipes.ragchat.config import MINILM_SHIP_DIR, RUNS, SHIP_DIR, SMOLLM2_BASE, recipe_path
+from recipes.ragchat.config import RUNS, SHIP_DIR, SMOLLM2_BASE, SMOLLM2_SHIP_DIR, recipe_path
 from recipes.ragchat.model_compare import COMPARE_SECONDS
 from recipes.ragchat.prepare import (
     DATA_SIZES,
@@ -256,7 +256,7 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
     best = max(trained, key=lambda s: balanced(trained[s]))
     calibration = calibrate(scale, best)
     model, tok = load_pretrained(stage_dirs(scale)[best])
-    tmp = MINILM_SHIP_DIR.with_name(MINILM_SHIP_DIR.name + ".tmp")
+    tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tok, tmp, dtype=torch.float16)  # half the size; load_pretrained upcasts to fp32
     trained_stages = {s: info for s in TRAIN_STAGES if (info := train_info(scale, s))}
@@ -267,9 +267,9 @@ def ship(scale: str, results: dict) -> tuple[str, dict]:
             "recipes": [f"recipes/ragchat/ragchat-{scale}-{s}.toml" for s in trained_stages],
             "train": trained_stages}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
-    shutil.rmtree(MINILM_SHIP_DIR, ignore_errors=True)
-    os.replace(tmp, MINILM_SHIP_DIR)
-    log(f"shipped {best} -> {MINILM_SHIP_DIR} ({(MINILM_SHIP_DIR / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+    shutil.rmtree(SHIP_DIR, ignore_errors=True)
+    os.replace(tmp, SHIP_DIR)
+    log(f"shipped {best} -> {SHIP_DIR} ({(SHIP_DIR / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
     return best, calibration
 
 
@@ -300,7 +300,7 @@ def run_smollm2(stages: list[str], sets: list[str] | None = None) -> None:
         shipped = ship_adapter(results) if "ship" in stages else None
         from benchmarks._report import write_section
 
-        write_section("default model stages", smollm2_stages_markdown(results, shipped))
+        write_section("smollm2 model stages", smollm2_stages_markdown(results, shipped))
 
 
 def best_adapter_stage(results: dict) -> str | None:
@@ -339,7 +339,7 @@ def ship_adapter(results: dict) -> str:
                          f"({balanced(results['base']):.1f}) on the dev set")
     if best not in SMOLLM2_ADAPTERS:
         raise SystemExit(f"{best} is the best stage but changes every weight: only LoRA stages ship as adapters")
-    tmp = SHIP_DIR.with_name(SHIP_DIR.name + ".tmp")
+    tmp = SMOLLM2_SHIP_DIR.with_name(SMOLLM2_SHIP_DIR.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for stage in SMOLLM2_ADAPTERS[best]:
         src = stage_dirs("smollm2")[stage]
@@ -361,10 +361,10 @@ def ship_adapter(results: dict) -> str:
             "recipes": [f"recipes/ragchat/ragchat-smollm2-{s}.toml" for s in trained_stages],
             "train": trained_stages}
     (tmp / "training.json").write_text(json.dumps(card, indent=1) + "\n")
-    shutil.rmtree(SHIP_DIR, ignore_errors=True)
-    os.replace(tmp, SHIP_DIR)
-    size = sum(f.stat().st_size for f in SHIP_DIR.rglob("*") if f.is_file())
-    log(f"shipped {best} -> {SHIP_DIR} ({size / 1e6:.1f} MB)")
+    shutil.rmtree(SMOLLM2_SHIP_DIR, ignore_errors=True)
+    os.replace(tmp, SMOLLM2_SHIP_DIR)
+    size = sum(f.stat().st_size for f in SMOLLM2_SHIP_DIR.rglob("*") if f.is_file())
+    log(f"shipped {best} -> {SMOLLM2_SHIP_DIR} ({size / 1e6:.1f} MB)")
     return best
 
 
@@ -424,7 +424,7 @@ def run(scale: str, stages: list[str], sets: list[str] | None = None) -> None:
         shipped, calibration = ship(scale, results)
         from benchmarks._report import write_section
 
-        write_section("minilm model stages", stages_markdown(scale, results, shipped, calibration))
+        write_section("default model stages", stages_markdown(scale, results, shipped, calibration))
 
 
 def parse_stages(text: str | None, scale: str) -> list[str]:

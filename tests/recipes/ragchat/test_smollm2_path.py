@@ -144,7 +144,7 @@ def test_dpo_and_eval_score_every_stage_against_the_zero_shot_base(preference_ru
     assert (dpo / "adapter_model.safetensors").exists() and (dpo / "model.safetensors").exists()
     evals = {p.name for p in (root / "runs/ragchat/smollm2/eval").glob("*.json")}
     assert {"base.json", "sft-lora.json", "dpo.json"} <= evals and any(e.endswith("-int8.json") for e in evals)
-    table = written["default model stages"]
+    table = written["smollm2 model stages"]
     assert "| base (zero-shot) |" in table and "| sft-lora |" in table and "| dpo |" in table and " int8 |" in table
 
 
@@ -155,25 +155,25 @@ def test_ship_stacks_the_adapters_and_the_app_assembles_them(preference_run, tmp
 
     root, _ = preference_run
     monkeypatch.chdir(root)
-    monkeypatch.setattr(M, "SHIP_DIR", tmp_path / "models" / "ragchat")
+    monkeypatch.setattr(M, "SMOLLM2_SHIP_DIR", tmp_path / "models" / "ragchat")
     scores = {"base": {"answerable_em": 10.0, "abstention": 10.0}, "sft-lora": {"answerable_em": 40.0, "abstention": 50.0},
               "dpo": {"answerable_em": 38.0, "abstention": 70.0}, "dpo int8": {"answerable_em": 38.0, "abstention": 69.5}}
     assert M.ship_adapter(scores) == "dpo"
-    card = json.loads((M.SHIP_DIR / "training.json").read_text())
+    card = json.loads((M.SMOLLM2_SHIP_DIR / "training.json").read_text())
     assert card["adapters"] == ["sft-lora", "dpo"] and card["base"] == "smollm2" and card["cpu_int8"] is True
     assert card["dev"] == scores["dpo"] and card["zero_shot_dev"] == scores["base"]
     # the stand-in's base is not the packaged SmolLM2: point the card at it as a transformers folder
     card["base"] = str(export_hf(root / "runs/ragchat/smollm2/base", tmp_path / "hf-base"))
-    (M.SHIP_DIR / "training.json").write_text(json.dumps(card))
+    (M.SMOLLM2_SHIP_DIR / "training.json").write_text(json.dumps(card))
     monkeypatch.setattr(llm_backend, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    gen = llm_backend.LLMGenerator(M.SHIP_DIR)
+    gen = llm_backend.LLMGenerator(M.SMOLLM2_SHIP_DIR)
     assert gen.int8 and gen.name == "ragchat" and gen.end == "<|im_end|>"
     scores["dpo int8"] = {"answerable_em": 30.0, "abstention": 60.0}  # int8 lost quality: not served in int8
     M.ship_adapter(scores)
-    assert json.loads((M.SHIP_DIR / "training.json").read_text())["cpu_int8"] is False
+    assert json.loads((M.SMOLLM2_SHIP_DIR / "training.json").read_text())["cpu_int8"] is False
     # abstaining more scores well on the unanswerable half, but answering nothing is not "held" (seen on SmolLM2)
     scores["dpo int8"] = {"answerable_em": 1.0, "abstention": 90.0}
     M.ship_adapter(scores)
-    assert json.loads((M.SHIP_DIR / "training.json").read_text())["cpu_int8"] is False
+    assert json.loads((M.SMOLLM2_SHIP_DIR / "training.json").read_text())["cpu_int8"] is False
     with pytest.raises(SystemExit, match="does not beat the zero-shot base"):
         M.ship_adapter({**scores, "base": {"answerable_em": 50.0, "abstention": 90.0}})
