@@ -67,6 +67,10 @@ def index_args(p: argparse.ArgumentParser) -> None:
                         "(default: half the RAM shared among the workers, at least 1024)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-embed everything (e.g. with a new --embedder); the old index stays usable until the new one is complete")
+    p.add_argument("--store", metavar="sqlite|postgresql://USER@HOST/DB",
+                   help="where a new collection lives, fixed at creation: sqlite (embedded in the index folder, "
+                        "the default) or a PostgreSQL database with pgvector, shared by several servers "
+                        "(default: env RAGAPP_DATABASE_URL, else sqlite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_index_dir(p)
 
@@ -92,26 +96,31 @@ def index_run(args) -> int:
     parsing = {"workers": args.workers, "file_timeout": args.file_timeout, "file_memory_mb": args.file_memory_mb}
     ParseLimits(*parsing.values())  # bad values are refused before an index is created
     progress = not args.no_progress
-    print(f"indexing {folder} into '{name}' ({args.index_dir / name})", file=sys.stderr)
+    from ragapp.index.stores import parse_store
+
+    spec = parse_store(args.store) if not (args.index_dir / name / "manifest.json").exists() else {}
+    where = spec["url"] if spec.get("kind") == "postgresql" else args.index_dir / name
+    print(f"indexing {folder} into '{name}' ({where})", file=sys.stderr)
     if args.rebuild:
         report = rebuild_index(name, folder, args.index_dir, embedder=args.embedder, chunk_tokens=args.chunk_tokens,
                                overlap=args.overlap, vector_kind=args.vector, progress=progress,
-                               max_bytes=max_bytes, log=_log_line, **parsing)
-        index = Index.open(name, args.index_dir)
+                               max_bytes=max_bytes, log=_log_line, store=args.store, **parsing)
+        index = Index.open(name, args.index_dir, store=args.store)
     else:
         try:
-            index = Index.open(name, args.index_dir)
+            index = Index.open(name, args.index_dir, store=args.store)
         except IndexNotFound:
             params = {k: v for k, v in {"embedder": args.embedder, "chunk_tokens": args.chunk_tokens,
                                          "overlap": args.overlap, "vector_kind": args.vector}.items() if v is not None}
-            index = Index.create(name, args.index_dir, **params)
+            index = Index.create(name, args.index_dir, store=args.store, **params)
         else:
             _check_fixed_settings(index, args)
         report = index.sync(folder, progress=progress, max_bytes=max_bytes, log=_log_line, **parsing)
     info = index.info()
     rate = f", {report.embedded / report.seconds:.0f} chunks/s" if report.embedded and report.seconds else ""
     print(f"{report.summary()}{rate}")
-    print(f"index '{name}': {info['files']} files, {info['chunks']} chunks, {human_bytes(info['bytes'])} on disk")
+    where = "in the database" if info.get("store") == "postgresql" else "on disk"
+    print(f"index '{name}': {info['files']} files, {info['chunks']} chunks, {human_bytes(info['bytes'])} {where}")
     index.close()
     return 0
 
@@ -120,6 +129,14 @@ def _check_fixed_settings(index, args) -> None:
     """Flags that only apply at creation must agree with an existing index."""
     if args.embedder is not None:
         index.check_embedder(args.embedder)
+    if args.store is not None:
+        from ragapp.index.stores import parse_store
+
+        wanted, built = parse_store(args.store), index.manifest.get("store", {"kind": "sqlite"})
+        if wanted != built:
+            where = built.get("url", "the embedded sqlite store")
+            raise InvalidInput(f"index '{index.name}' lives in {where}; a collection cannot move to --store "
+                               f"{args.store}: index it under another --name, or remove it first")
     fixed = {"--chunk-tokens": (args.chunk_tokens, index.manifest["chunking"]["chunk_tokens"]),
              "--overlap": (args.overlap, index.manifest["chunking"]["overlap"]),
              "--vector": (args.vector, index.manifest["vectors"]["kind"])}
@@ -233,7 +250,7 @@ def info_run(args) -> int:
     print(f"chunking   {info['chunk_tokens']} tokens, overlap {info['overlap']}")
     print(f"vectors    {info['vectors']}")
     print(f"folders    {', '.join(f or '(uploads)' for f in info['folders']) or '-'}")
-    print(f"size       {human_bytes(info['bytes'])} on disk")
+    print(f"size       {human_bytes(info['bytes'])} {'in the database' if info.get('store') == 'postgresql' else 'on disk'}")
     print(f"created    {info['created']}")
     for f in info.get("file_list", []):
         print(f"  {f['source']}  {f['chunks']} chunks  {human_bytes(f['size'])}")

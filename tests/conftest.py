@@ -118,3 +118,80 @@ def sentences(seed: int, n: int = 12) -> str:
             " ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "." for _ in range(4)
         ))
     return f"Document {seed}.\n\n" + "\n\n".join(paras) + "\n"
+
+
+# -- a real PostgreSQL server (pgserver: PostgreSQL 16 + pgvector, Unix socket only) ---------------
+PG_FIX = "pip install -e '.[dev]' (pgserver, psycopg[binary], pgvector)"
+
+
+def _pg_missing() -> str | None:
+    """The first package the PostgreSQL tests need that cannot be imported, or None."""
+    import importlib.util
+
+    for name in ("pgserver", "psycopg", "pgvector"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+            return name
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without pgserver, one test that needs a server is kept, to skip with the reason and the count;
+    the others are deselected, so the run prints one skip message rather than one per test."""
+    needs = [item for item in items if "pg_server" in getattr(item, "fixturenames", ())]
+    missing = _pg_missing() if needs else None
+    if missing is None:
+        return
+    needs[0].add_marker(pytest.mark.skip(reason=f"{len(needs)} PostgreSQL tests skipped (the others deselected): "
+                                                f"they need {missing}: {PG_FIX}"))
+    dropped = {id(item) for item in needs[1:]}
+    config.hook.pytest_deselected(items=needs[1:])
+    items[:] = [item for item in items if id(item) not in dropped]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session, in a temporary folder, stopped at the end. Skips with
+    the reason and the fix when pgserver cannot be imported or the server cannot start; never passes
+    silently. The folder is short (/tmp/rgpg-...): the server's Unix socket path must fit in 107 bytes."""
+    import shutil
+    import tempfile
+
+    try:
+        import pgserver
+        import psycopg  # noqa: F401
+        from pgvector.psycopg import register_vector  # noqa: F401
+    except ImportError as err:
+        pytest.skip(f"PostgreSQL tests need {err.name}: {PG_FIX}")
+    folder = tempfile.mkdtemp(prefix="rgpg-", dir="/tmp")
+    start = time.monotonic()
+    try:
+        server = pgserver.get_server(folder, cleanup_mode="stop")
+    except Exception as err:  # noqa: BLE001 - any failure to start is reported as the skip reason
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"pgserver could not start PostgreSQL in {folder}: {type(err).__name__}: {err}; {PG_FIX}, "
+                    "and run the tests as a user who may start processes and write /tmp")
+    server.start_seconds = time.monotonic() - start
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh database of the session's server for this test (dropped after): its URL."""
+    import uuid
+
+    import psycopg
+
+    admin = pg_server.get_uri()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_server.get_uri(name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

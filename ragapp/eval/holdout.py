@@ -35,6 +35,10 @@ def held_out_index(name: str, index_dir: Path, sources: list[str], work_dir: Pat
         if missing:
             raise InvalidInput(f"the question set holds out {missing[0]!r}, which is not in index '{name}' any more; "
                                "make the question set again (ragapp eval --index NAME --make N)")
+        if index.store.kind != "sqlite":
+            raise InvalidInput(f"index '{name}' lives in {index.store.kind}; held-out copies for unanswerable "
+                               "questions are made of SQLite indexes only: make the set with --unanswerable 0, "
+                               "or evaluate a copy indexed with --store sqlite")
         copy = held_out_name(name, index.version(), sources)
         work_dir = Path(work_dir)
         if (work_dir / copy / MANIFEST).exists():

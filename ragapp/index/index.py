@@ -1,4 +1,5 @@
-"""An index: indexes/NAME/ holding a manifest, a SQLite store and a FAISS vector cache.
+"""An index: indexes/NAME/ holding a manifest, a SQLite store and a FAISS vector cache, or a
+collection in a PostgreSQL database (ragapp.index.postgres; the manifest's "store" says which).
 
 Layout of indexes/NAME/:
     manifest.json            embedder (name, dim, max_seq_length), chunking, vector kind, format
@@ -14,15 +15,20 @@ moment leaves the old state or the new one. The FAISS file is never trusted blin
 an index whose store version has no `vectors-V.faiss` loads the newest file there is and
 reconciles it with the store by chunk id (adding the missing vectors from the stored
 embeddings, dropping the extra ones). Nothing is ever re-embedded to repair a crash.
+
+A PostgreSQL collection keeps its manifest in the database's catalog; indexes/NAME/manifest.json is
+then a pointer naming the database (and may be absent: with RAGAPP_DATABASE_URL set, a collection
+is found by name in that database). The database searches itself: no FAISS or BM25 cache.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,14 +46,15 @@ from ragapp.config import (
     DEFAULT_INDEX_DIR,
     DEFAULT_MAX_FILE_BYTES,
 )
-from ragapp.errors import EmbedderMismatch, IndexNotFound, InvalidInput, RagError
-from ragapp.index.store import Store
-from ragapp.index.sync import add_files, sync_folder
+from ragapp.errors import EmbedderMismatch, IndexNotFound, Interrupted, InvalidInput, RagError
+from ragapp.index.stores import database_url, open_store, parse_store, store_url
+from ragapp.index.sync import add_files, stop_requested, sync_folder
 from ragapp.index.vectors import RERANK_DEPTH, VECTOR_KINDS, load_vector_store, make_vector_store, rerank_exact
 from ragapp.ingest import embed
 from ragapp.ingest.embed import canonical_name
 
 if TYPE_CHECKING:
+    from ragapp.index.backend import ChunkStore
     from ragapp.index.sync import SyncReport
     from ragapp.index.vectors import VectorStore
     from ragapp.ingest.embed import Embedder
@@ -57,6 +64,7 @@ MANIFEST = "manifest.json"
 STORE = "store.sqlite"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VECTORS_RE = re.compile(r"^vectors-(\d+)\.faiss$")
+PG_VECTORS = "pgvector-hnsw"  # the vector kind of a PostgreSQL collection
 
 
 def check_name(name: str) -> str:
@@ -91,33 +99,37 @@ def _recover_swap(index_dir: Path, name: str) -> None:
 class Index:
     """One named collection. Open with `Index.open(name)`, make with `Index.create(name, ...)`."""
 
-    def __init__(self, root: Path, manifest: dict):
+    def __init__(self, root: Path, manifest: dict, store: ChunkStore | None = None):
         self.root = Path(root)
         self.name = manifest["name"]
         self.manifest = manifest
-        self.store = Store(self.root / STORE)
+        self.store = store if store is not None else open_store(manifest.get("store", {"kind": "sqlite"}), self.root)
         self._vs: VectorStore | None = None
         self._vs_version = -1
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, name: str, index_dir: Path = DEFAULT_INDEX_DIR, embedder: Any = None, _root: Path | None = None) -> Index:
+    def open(cls, name: str, index_dir: Path = DEFAULT_INDEX_DIR, embedder: Any = None, _root: Path | None = None,
+             store: str | None = None) -> Index:
+        """`store`: a database to look the collection up in when indexes/NAME/ has no manifest
+        (default: RAGAPP_DATABASE_URL)."""
         index_dir = Path(index_dir)
         check_name(name)
         _recover_swap(index_dir, name)
         root = _root or index_dir / name
-        if not (root / MANIFEST).exists():
+        found = None
+        if (root / MANIFEST).exists():
+            found = _open_local(root, name)
+        elif _root is None and (url := store_url(store)) is not None:
+            found = _open_database(url, root, name)
+        if found is None:
             have = list_indexes(index_dir)
             hint = f"; indexes here: {', '.join(have)}" if have else ""
             raise IndexNotFound(
                 f"no index '{name}' in {index_dir}{hint}; create it with: ragapp index FOLDER --name {name}"
             )
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise RagError(
-                f"index '{name}' was written by a newer ragapp (format {manifest['format_version']}); upgrade ragapp"
-            )
-        index = cls(root, manifest)
+        manifest, opened = found
+        index = cls(root, manifest, opened)
         if embedder is not None:
             index.check_embedder(embedder)
         return index
@@ -132,10 +144,18 @@ class Index:
         overlap: int = DEFAULT_CHUNK_OVERLAP,
         vector_kind: str = "flat",
         _root: Path | None = None,
+        store: str | None = None,
     ) -> Index:
+        """`store`: "sqlite" or a PostgreSQL URL (default: RAGAPP_DATABASE_URL, else sqlite)."""
         index_dir = Path(index_dir)
         check_name(name)
-        if vector_kind not in VECTOR_KINDS:
+        spec = parse_store(store)
+        if spec["kind"] == "postgresql":
+            if vector_kind not in ("flat", "hnsw", PG_VECTORS):
+                raise InvalidInput(f"--vector {vector_kind} is for the embedded store; a PostgreSQL collection "
+                                   "searches with pgvector's HNSW index")
+            vector_kind = PG_VECTORS
+        elif vector_kind not in VECTOR_KINDS:
             raise InvalidInput(f"unknown --vector '{vector_kind}'; choose one of {', '.join(VECTOR_KINDS)}")
         if chunk_tokens < 16:
             raise InvalidInput(f"--chunk-tokens {chunk_tokens} is too small; use at least 16")
@@ -159,15 +179,21 @@ class Index:
             "chunking": {"chunk_tokens": int(chunk_tokens), "overlap": int(overlap)},
             "vectors": {"kind": vector_kind},
         }
+        opened = None
+        if spec["kind"] == "postgresql":
+            from ragapp.index.postgres import PostgresStore
+
+            manifest["store"] = spec
+            opened = PostgresStore.create(store_url(store), root.name, manifest)
         root.mkdir(parents=True, exist_ok=True)
         # The manifest is written last: a directory without one is an unfinished create.
         write_json_atomically(root / MANIFEST, manifest)
-        return cls(root, manifest)
+        return cls(root, manifest, opened)
 
     @classmethod
     def open_or_create(cls, name: str, index_dir: Path = DEFAULT_INDEX_DIR, **params) -> Index:
         try:
-            return cls.open(name, index_dir)
+            return cls.open(name, index_dir, store=params.get("store"))
         except IndexNotFound:
             return cls.create(name, index_dir, **params)
 
@@ -190,7 +216,17 @@ class Index:
 
     @property
     def dim(self) -> int | None:
+        if self.manifest["embedder"]["dim"] is None and self.store.searches:
+            # another process may have recorded it since this one opened the collection
+            self.manifest["embedder"] = self.store.manifest["embedder"]
         return self.manifest["embedder"]["dim"]
+
+    def _save_manifest(self) -> None:
+        if self.store.kind == "postgresql":
+            self.store.save_manifest(self.manifest)
+            if not (self.root / MANIFEST).exists():
+                return  # found through RAGAPP_DATABASE_URL: no pointer on this machine
+        write_json_atomically(self.root / MANIFEST, self.manifest)
 
     def _mismatch(self) -> EmbedderMismatch:
         built = self.embedder_name
@@ -215,26 +251,33 @@ class Index:
         self.check_embedder(embedder)
         if self.dim is None:  # first use of an index created from a name: record the dimension
             self.manifest["embedder"].update(dim=int(embedder.dim), max_seq_length=int(embedder.max_seq_length))
-            write_json_atomically(self.root / MANIFEST, self.manifest)
+            self._save_manifest()
         return embedder
 
     # -- writing ----------------------------------------------------------------------------------
     @contextmanager
     def writing(self):
-        """Exclusive right to change the index; the kernel releases it if the process dies."""
-        fh = open(self.root / ".lock", "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise RagError(
-                f"index '{self.name}' is being updated by another ragapp process; wait for it to finish"
-            ) from None
+        """Exclusive right to change the index, released if the process dies (an flock; in PostgreSQL
+        an advisory lock). A SQLite index refuses a second writer at once; a PostgreSQL collection,
+        shared by servers, lets it wait its turn (store.lock_wait_s)."""
+        deadline = time.monotonic() + self.store.lock_wait_s
+        told = False
+        while not self.store.try_lock_writer():
+            if time.monotonic() >= deadline:
+                raise RagError(
+                    f"index '{self.name}' is being updated by another ragapp process; wait for it to finish"
+                )
+            if stop_requested():
+                raise Interrupted(f"indexing {self.name!r} was stopped while waiting for another writer")
+            if not told:
+                print(f"index '{self.name}' is being updated by another ragapp process; waiting for it",
+                      file=sys.stderr)
+                told = True
+            time.sleep(0.2)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+            self.store.unlock_writer()
 
     def sync(self, folder: Path, embedder: Embedder | None = None, progress: bool = True,
              max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None, within: list[Path] | None = None,
@@ -278,6 +321,8 @@ class Index:
 
     def vectors(self) -> VectorStore:
         """The vector store, in step with the SQLite store (reconciled by chunk id when not)."""
+        if self.store.searches:
+            raise RagError(f"index '{self.name}' is searched by its database; it has no FAISS vector store")
         with self.store.snapshot():
             version = self.store.version()
             if self._vs is not None and self._vs_version == version:
@@ -315,6 +360,9 @@ class Index:
     def save_vectors(self) -> None:
         """Write vectors-V.faiss for the current store version, then drop older files.
         Only a writer (holding `writing()`) calls this."""
+        if self.store.searches:
+            self.store.build_vector_index()  # the database holds the vectors; its HNSW index, if missing
+            return
         vs = self.vectors()
         target = self.root / f"vectors-{self._vs_version}.faiss"
         if not target.exists():
@@ -330,6 +378,12 @@ class Index:
             return np.zeros((len(q), k), np.float32), np.full((len(q), k), -1, np.int64)
 
         q = np.atleast_2d(np.asarray(qvecs, dtype=np.float32))
+        if self.store.searches:
+            scores, ids = np.zeros((len(q), k), np.float32), np.full((len(q), k), -1, np.int64)
+            for row, qvec in enumerate(q):
+                found, cosines = self.store.dense_search(qvec, k)
+                ids[row, : len(found)], scores[row, : len(found)] = found, cosines
+            return scores, ids
         vs = self.vectors()
         if not getattr(vs, "approximate_scores", False):
             return vs.search(q, k)
@@ -361,12 +415,17 @@ class Index:
         return f"{self.manifest['uid']}:{self.store.version()}"
 
     def size_on_disk(self) -> int:
+        """Bytes of the collection: its files, or its tables and their indexes in the database."""
+        if self.store.searches:
+            return self.store.size_bytes()
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     def info(self, vectors: bool = False) -> dict:
+        spec = self.manifest.get("store", {"kind": "sqlite"})
         out = {
             "name": self.name,
-            "path": str(self.root),
+            "path": f"{spec['url']} (schema {self.store.schema})" if spec["kind"] == "postgresql" else str(self.root),
+            "store": spec["kind"],
             "files": self.store.count("files"),
             "contents": self.store.count("contents"),
             "chunks": self.store.count("chunks"),
@@ -382,14 +441,46 @@ class Index:
             "bytes": self.size_on_disk(),
         }
         if vectors:
-            out["vectors"] = self.vectors().describe() if self.dim else "empty"
+            if self.store.searches:
+                out["vectors"] = self.store.describe()
+            else:
+                out["vectors"] = self.vectors().describe() if self.dim else "empty"
         return out
 
 
+def _open_local(root: Path, name: str) -> tuple[dict, Any]:
+    """(manifest, store or None) of indexes/NAME/manifest.json; a PostgreSQL pointer is followed."""
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise RagError(
+            f"index '{name}' was written by a newer ragapp (format {manifest['format_version']}); upgrade ragapp"
+        )
+    spec = manifest.get("store", {"kind": "sqlite"})
+    if spec.get("kind") != "postgresql":
+        return manifest, None
+    opened = open_store(spec, root)
+    return dict(opened.manifest, store=spec), opened
+
+
+def _open_database(url: str, root: Path, name: str) -> tuple[dict, Any] | None:
+    from ragapp.index.postgres import PostgresStore, find_manifest
+
+    if find_manifest(url, name) is None:
+        return None
+    opened = PostgresStore(url, name)
+    return dict(opened.manifest, store=parse_store(url)), opened
+
+
 def list_indexes(index_dir: Path = DEFAULT_INDEX_DIR) -> list[str]:
+    """The indexes in `index_dir`, and the collections of the RAGAPP_DATABASE_URL database."""
     index_dir = Path(index_dir)
+    shared: list[str] = []
+    if (url := database_url()) is not None:
+        from ragapp.index.postgres import list_collections
+
+        shared = [n for n in list_collections(url) if not n.startswith(".")]
     if not index_dir.is_dir():
-        return []
+        return sorted(shared)
     names = []
     for entry in sorted(index_dir.iterdir()):
         if entry.name.startswith(".") and entry.name.endswith(".old"):
@@ -397,14 +488,23 @@ def list_indexes(index_dir: Path = DEFAULT_INDEX_DIR) -> list[str]:
     for entry in sorted(index_dir.iterdir()):
         if not entry.name.startswith(".") and (entry / MANIFEST).exists():
             names.append(entry.name)
-    return names
+    return sorted(set(names) | set(shared))
 
 
 def remove_index(name: str, index_dir: Path = DEFAULT_INDEX_DIR) -> None:
     index = Index.open(name, index_dir)  # IndexNotFound for a wrong name
     root = index.root
     with index.writing():
+        if index.store.kind == "postgresql":
+            index.store.drop()  # the catalog row and the schema, in one transaction
+            try:  # an unfinished --rebuild of it
+                with Index.open(name, index_dir, _root=index_dir / f".{name}.rebuild") as rebuild:
+                    rebuild.store.drop()
+            except (IndexNotFound, OSError):
+                pass
         index.close()
+        if not root.exists():
+            return
         # Rename first, so that a crash half-way through deleting leaves no half index behind.
         trash = root.with_name(f".{name}.removed-{os.getpid()}")
         os.replace(root, trash)
@@ -416,8 +516,12 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
                   chunk_tokens: int | None = None, overlap: int | None = None, vector_kind: str | None = None,
                   progress: bool = True, max_bytes: int = DEFAULT_MAX_FILE_BYTES, log=None,
                   embedder_obj: Embedder | None = None, workers: int | None = None,
-                  file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S, file_memory_mb: int | None = None) -> SyncReport:
+                  file_timeout: float | None = DEFAULT_FILE_TIMEOUT_S, file_memory_mb: int | None = None,
+                  store: str | None = None) -> SyncReport:
     """Re-embed everything into `.NAME.rebuild/`, then swap it in place of NAME.
+
+    A PostgreSQL collection is rebuilt into the collection `.NAME.rebuild` of its database, which
+    takes its name in one transaction at the end. `store` applies to a new index only.
 
     The old index stays whole and usable until the new one is complete. An interrupted rebuild
     resumes where it stopped (the rebuild directory is an index synced like any other). Files
@@ -426,8 +530,14 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
     index_dir = Path(index_dir)
     check_name(name)
     _recover_swap(index_dir, name)
-    old = Index.open(name, index_dir) if (index_dir / name / MANIFEST).exists() else None
+    try:
+        old = Index.open(name, index_dir, store=store)
+    except IndexNotFound:
+        old = None
+    if old is not None:
+        store = old.store.url if old.store.kind == "postgresql" else "sqlite"
     params = {
+        "store": store,
         "embedder": embedder_obj or canonical_name(embedder or (old.embedder_name if old else DEFAULT_EMBEDDER)),
         "chunk_tokens": chunk_tokens or (old.manifest["chunking"]["chunk_tokens"] if old else DEFAULT_CHUNK_TOKENS),
         "overlap": overlap if overlap is not None else (old.manifest["chunking"]["overlap"] if old else DEFAULT_CHUNK_OVERLAP),
@@ -436,12 +546,18 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
     work = index_dir / f".{name}.rebuild"
     new = None
     if (work / MANIFEST).exists():
-        new = Index.open(name, index_dir, _root=work)
+        try:
+            new = Index.open(name, index_dir, _root=work)
+        except IndexNotFound:  # its database collection is gone: start over
+            shutil.rmtree(work)
+    if new is not None:
         wanted_emb = params["embedder"] if isinstance(params["embedder"], str) else params["embedder"].name
         same = (new.embedder_name == wanted_emb
                 and new.manifest["chunking"] == {"chunk_tokens": params["chunk_tokens"], "overlap": params["overlap"]}
                 and new.manifest["vectors"]["kind"] == params["vector_kind"])
         if not same:  # an unfinished rebuild with other settings: start over
+            if new.store.kind == "postgresql":
+                new.store.drop()
             new.close()
             new = None
             shutil.rmtree(work)
@@ -453,6 +569,9 @@ def rebuild_index(name: str, folder: Path, index_dir: Path = DEFAULT_INDEX_DIR, 
         _carry_over(old, new, str(Path(folder).resolve()), embedder_obj, report)
         old.close()
     new.save_vectors()
+    if new.store.kind == "postgresql":
+        (work / "COMPLETE").touch()
+        new.store.rename(name)  # the database's swap: one transaction, the old collection dropped
     new.close()
     rebuild_swap(index_dir, name)
     return report

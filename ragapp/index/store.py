@@ -14,18 +14,24 @@ leaves either the old or the new state (SQLite's WAL journal guarantees it). The
 to this store is only a cache derived from the embeddings stored here.
 
 Why not an ORM: six small tables and a dozen queries; plain sqlite3 is clearer.
+This is one of the two implementations of ragapp.index.backend.ChunkStore (the other, for
+collections shared by several servers: ragapp.index.postgres).
 """
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ragapp.index.backend import FileRow, NewChunk
+
+__all__ = ["SCHEMA", "FileRow", "NewChunk", "Store"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,27 +66,14 @@ CREATE INDEX IF NOT EXISTS files_root ON files(root);
 """
 
 
-@dataclass
-class FileRow:
-    path: str
-    hash: str
-    size: int
-    mtime_ns: int
-    root: str
-
-
-@dataclass
-class NewChunk:
-    text: str
-    page: int | None
-    start: int
-    end: int
-    n_tokens: int
-
-
 class Store:
+    kind = "sqlite"
+    searches = False  # dense and lexical search run on the FAISS and BM25 caches beside the file
+    lock_wait_s = 0.0  # a second writer is refused at once (the CLI says so; the server's jobs take turns)
+
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock_fh = None
         # isolation_level=None: we open transactions ourselves with BEGIN IMMEDIATE, so the write
         # lock is taken before any read of the transaction.
         self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30, check_same_thread=False)
@@ -97,6 +90,23 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    # -- one writer at a time: an flock on .lock beside the store, freed by the kernel if we die --
+    def try_lock_writer(self) -> bool:
+        fh = open(self.path.parent / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._lock_fh = fh
+        return True
+
+    def unlock_writer(self) -> None:
+        fh, self._lock_fh = self._lock_fh, None
+        if fh is not None:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     @contextmanager
     def transaction(self):

@@ -70,6 +70,12 @@ def stop_when(event: threading.Event) -> Iterator[None]:
         _STOP.reset(token)
 
 
+def stop_requested() -> bool:
+    """Whether the runs of this context were asked to stop (see stop_when)."""
+    event = _STOP.get()
+    return event is not None and event.is_set()
+
+
 @dataclass
 class SyncReport:
     added: int = 0
@@ -327,7 +333,7 @@ class _Syncer:
                 self.note(job.rel, f"{job.path}: left out {job.left_out:,} characters of repeated text or text "
                                    "without word breaks (their beginning is indexed)")
         bar.set_postfix(chunks=self.report.chunks_added, refresh=False)
-        if time.monotonic() - self.last_save > SAVE_EVERY_S:
+        if not self.store.searches and time.monotonic() - self.last_save > SAVE_EVERY_S:  # a FAISS checkpoint
             self.index.save_vectors()
             self.last_save = time.monotonic()
 

@@ -16,6 +16,9 @@ How a query runs:
    default (BENCHMARKS.md has the SciFact numbers that chose it).
 4. MMR (optional) re-picks k of the best `mmr_pool` fused candidates for diversity, using the
    stored chunk embeddings (no re-embedding).
+A collection in PostgreSQL (ragapp.index.postgres) answers step 2 itself, in SQL: pgvector HNSW
+for dense, full-text matching scored by BM25 for lexical, the filters in the WHERE clause; nothing
+is cached here, so each search sees what other processes committed. Fusion and MMR are the same.
 
 Thread safety: one Retriever may serve concurrent searches (the web server shares one). Calls
 into an Index are serialized per collection (its SQLite connection and vector cache are not
@@ -69,6 +72,10 @@ class RetrieverConfig:
     depth: int = 1000  # candidates taken from each retriever before fusion
     mmr_pool: int = 20  # MMR chooses among at least this many (and 4 x k) fused candidates
     bm25: BM25Params = field(default_factory=BM25Params)
+    # PostgreSQL collections: pgvector's hnsw.ef_search, the HNSW candidate list, which is also the most dense
+    # candidates a search gets there. None: 200 (ragapp.index.postgres.DEFAULT_EF_SEARCH); pgvector's cost
+    # grows with it (ef_search 1000, as many as `depth`, is several times slower; BENCHMARKS.md).
+    ef_search: int | None = None
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -81,6 +88,8 @@ class RetrieverConfig:
             raise InvalidInput(f"rrf_k={self.rrf_k} must be > 0 (60 is usual)")
         if self.depth < 1:
             raise InvalidInput(f"depth={self.depth} must be at least 1")
+        if self.ef_search is not None and not 1 <= self.ef_search <= 1000:
+            raise InvalidInput(f"ef_search={self.ef_search} must be between 1 and 1000 (pgvector's limits)")
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -219,11 +228,13 @@ def _files_stamp(index: Index) -> tuple:
 
 
 class _Collection:
-    def __init__(self, index: Index, params: BM25Params, progress: bool = False):
+    def __init__(self, index: Index, params: BM25Params, progress: bool = False, ef_search: int | None = None):
         self.index = index
         self.name = index.name
         self.params = params
         self.progress = progress
+        self.ef_search = ef_search
+        self.in_store = bool(getattr(index.store, "searches", False))  # the database searches (PostgreSQL)
         self.lock = threading.RLock()
         self.bm25: BM25Index | None = None
         self.version: str | None = None
@@ -255,6 +266,10 @@ class _Collection:
 
     def dense(self, qvec: np.ndarray, depth: int, flt: Filter | None) -> tuple[np.ndarray, np.ndarray]:
         """(chunk ids, cosines) of the `depth` nearest chunks passing the filter, best first."""
+        if self.in_store:
+            ef = self.ef_search or self.index.store.default_ef_search
+            with self.lock:
+                return self.index.store.dense_search(qvec, min(depth, ef), flt, ef_search=ef)
         meta = self.chunk_meta() if flt else None
         k = depth
         while True:
@@ -272,6 +287,9 @@ class _Collection:
 
     def sparse(self, query: str, depth: int, flt: Filter | None) -> tuple[np.ndarray, np.ndarray]:
         """(chunk ids, BM25 scores) of the `depth` best chunks sharing a term with the query."""
+        if self.in_store:
+            with self.lock:
+                return self.index.store.lexical_search(query, depth, flt, k1=self.params.k1, b=self.params.b)
         bm25 = self.lexical()
         scores = bm25.scores(query)
         if flt is not None:
@@ -352,7 +370,8 @@ class Retriever:
                 if not isinstance(name, str):
                     raise InvalidInput(f"collection names are strings, got {name!r}")
                 index = Index.open(name, self.index_dir)  # IndexNotFound names it and lists the others
-                col = self._collections[name] = _Collection(index, self.config.bm25, self.progress)
+                col = self._collections[name] = _Collection(index, self.config.bm25, self.progress,
+                                                            self.config.ef_search)
             return col
 
     def embedder_for(self, col: _Collection) -> Embedder:
@@ -376,7 +395,9 @@ class Retriever:
     def prepare(self, progress: bool | None = None) -> None:
         """Load or build every collection's BM25 index now (a server calls this at start-up)."""
         for name in self.names:
-            self._collection(name).lexical(progress=progress)
+            col = self._collection(name)
+            if not col.in_store:  # a database collection has no BM25 cache to build
+                col.lexical(progress=progress)
 
     def close(self) -> None:
         with self._lock:
