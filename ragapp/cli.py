@@ -49,8 +49,9 @@ def _log_line(message: str) -> None:
 def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path, help="folder of documents (.pdf .txt .md .html .docx), read recursively")
     p.add_argument("--name", help="index name (default: the folder's name)")
-    p.add_argument("--embedder", help="sentence-transformers model name or folder, fixed at creation "
-                                      "(default: all-MiniLM-L6-v2, bundled)")
+    p.add_argument("--embedder", help="sentence-transformers model name or folder, or multilingual-e5-small "
+                                      "(bundled, 100 languages: for Chinese and other non-English documents), "
+                                      "fixed at creation (default: all-MiniLM-L6-v2, bundled)")
     p.add_argument("--chunk-tokens", type=int, help="chunk size in the embedder's tokens, fixed at creation (default: 200)")
     p.add_argument("--overlap", type=int, help="tokens shared by consecutive chunks, fixed at creation (default: 30)")
     p.add_argument("--vector", choices=("flat", "hnsw", "ivfpq"),
@@ -380,7 +381,7 @@ def ask_run(args) -> int:
 
 
 def serve_args(p) -> None:
-    from ragapp.config import DEFAULT_HOST, DEFAULT_PORT
+    from ragapp.config import DEFAULT_EMBEDDER, DEFAULT_HOST, DEFAULT_PORT
     from ragapp.generate.registry import ANSWER_MODES as BACKENDS
 
     p.add_argument("--index", action="append", dest="indexes", metavar="NAME", default=[],
@@ -396,6 +397,9 @@ def serve_args(p) -> None:
     p.add_argument("--auth", type=Path, metavar="FILE", help="users file (python -m ragapp.serve.auth add FILE NAME); "
                                                              "or set RAGAPP_USERS. Each user gets their own collections")
     p.add_argument("--k", type=int, default=DEFAULT_K, help=f"passages retrieved per question (default: {DEFAULT_K})")
+    p.add_argument("--embedder", default=DEFAULT_EMBEDDER,
+                   help=f"embedder of collections the server creates (--folder, uploads): {DEFAULT_EMBEDDER} (default) "
+                        "or multilingual-e5-small (Chinese and other languages), or a sentence-transformers model")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file accepted by upload (default: 50)")
     p.add_argument("--max-upload-files", type=int, default=20, help="most files in one upload (default: 20)")
     p.add_argument("--folder-root", type=Path, action="append", dest="folder_roots", metavar="DIR",
@@ -427,7 +431,7 @@ def serve_run(args) -> int:
     roots = args.folder_roots if args.folder_roots else (None if users is None and _loopback(args.host) else [])
     config = ServeConfig(index_dir=args.index_dir, collections=list(dict.fromkeys(args.indexes)), folder=args.folder,
                          backend=args.backend, model=args.model, host=args.host, port=args.port, limits=limits,
-                         folder_roots=roots, k=args.k, allowed_hosts=args.allowed_hosts,
+                         folder_roots=roots, k=args.k, embedder=args.embedder, allowed_hosts=args.allowed_hosts,
                          allowed_origins=args.allowed_origins)
     for name in config.collections[1 if args.folder else 0:]:
         Index.open(name, config.index_dir).close()  # IndexNotFound says how to create it

@@ -24,6 +24,7 @@ from ragapp.errors import InvalidInput
 from ragapp.generate.base import check_generation_args
 from ragapp.generate.registry import load_generator
 from ragapp.ingest import embed  # embed.load_embedder: one name to replace in tests
+from ragapp.ingest.language import LANGUAGE_NAMES, language
 from ragapp.retrieve.retriever import Retriever, check_mode
 from ragapp.retrieve.similarity import vector_cache
 from ragapp.types import Answer, Passage
@@ -157,6 +158,10 @@ class ChatSession:
             return
 
         gen = self.generator
+        lang = language(standalone)
+        if not writes(gen, lang):
+            yield self._extractive(base, passages, cache, language_note(gen, lang))
+            return
         special = gen.special_tokens
         budget = gen.context_tokens - min(settings.max_new_tokens, gen.answer_tokens or settings.max_new_tokens)
         shown = fit_passages(standalone, passages, gen.prompt_tokens, budget, special)
@@ -207,6 +212,20 @@ class ChatSession:
         if not text:
             return _abstain(base, "no passage sentence to quote")
         return replace(base, text=text, citations=citations, mode="extractive", reason=reason)
+
+
+def writes(gen, lang: str) -> bool:
+    """Does the generator declare `lang` (ragapp.generate.base.Generator.languages)?"""
+    langs = getattr(gen, "languages", ("en",))
+    return "*" in langs or lang in langs
+
+
+def language_note(gen, lang: str) -> str:
+    """The one line an answer quoted for want of a generator in the question's language carries."""
+    name = LANGUAGE_NAMES.get(lang, lang)
+    known = ", ".join(LANGUAGE_NAMES.get(x, x) for x in getattr(gen, "languages", ("en",)))
+    return (f"quoted from the passages: the question is in {name} and the generator writes {known} only "
+            f"(an hf or openai model that writes {name}: set RAGAPP_GENERATOR_LANGUAGES={lang})")
 
 
 def failed_check(answer: Answer) -> bool:

@@ -163,5 +163,5 @@ def check_answer(
 
 
 def _add_marker(sentence: str, n: int) -> str:
-    m = re.search(r"[.!?]+[\"'”’)]*$", sentence)
+    m = re.search(r"[.!?。！？；]+[\"'”’)」』）]*$", sentence)
     return f"{sentence[: m.start()]} [{n}]{sentence[m.start():]}" if m else f"{sentence} [{n}]"

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ragapp.ingest.language import CJK_GAP, has_cjk
 from ragapp.retrieve.lexical import (
     STOPWORDS,
     coverage,
@@ -55,14 +56,21 @@ def rank_sentences(question: str, passages: list[Passage], cache: "VectorCache")
 
 
 def _is_heading(text: str) -> bool:
-    """Titles match questions well but answer nothing: '# Setup', 'HOW SYNC WORKS', 'Overview'."""
+    """Titles match questions well but answer nothing: '# Setup', 'HOW SYNC WORKS', 'Overview',
+    '安装' (CJK has neither spaces nor case: a title is a short line without a full stop)."""
     t = text.strip()
-    return t.startswith("#") or len(t.split()) < 3 or not re.search(r"[a-z]", t)
+    if t.startswith("#"):
+        return True
+    if has_cjk(t):
+        return len(t) < 8 and not re.search(r"[。！？；.!?]$", t)
+    return len(t.split()) < 3 or not re.search(r"[a-z]", t)
 
 
 def quote(text: str) -> str:
-    """A sentence as quoted in an answer: list marker dropped, line breaks and runs of spaces collapsed."""
-    return " ".join(re.sub(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+", "", text).split())
+    """A sentence as quoted in an answer: list marker dropped, line breaks and runs of spaces collapsed
+    (and dropped between two CJK characters, where a line break is no space)."""
+    text = " ".join(re.sub(r"^\s*(?:[-*•+]|\d{1,3}[.)])\s+", "", text).split())
+    return CJK_GAP.sub("", text) if has_cjk(text) else text
 
 
 def extractive_answer(

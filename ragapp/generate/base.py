@@ -27,6 +27,9 @@ class Generator(ABC):
     answer_tokens: int | None = None
     special_tokens: tuple[str, ...] = ()  # stripped from passages by the prompt builder
     follows_instructions: bool = False  # general instruction follower: may rewrite follow-up questions
+    # Languages the model writes (ISO 639-1), "*" for any. A question in another language is answered by
+    # quoting the passages instead (ragapp.answer.chat). hf/openai read `languages=` or RAGAPP_GENERATOR_LANGUAGES.
+    languages: tuple[str, ...] = ("en",)
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -84,6 +87,18 @@ class StopFilter:
     def flush(self) -> str:
         out, self.buffer = ("" if self.stopped else self.buffer), ""
         return out
+
+
+def declared_languages(languages: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A backend's languages: as given, else env RAGAPP_GENERATOR_LANGUAGES ("en,zh" or "*"), else English."""
+    import os
+
+    if languages is None:
+        languages = os.environ.get("RAGAPP_GENERATOR_LANGUAGES") or "en"
+    if isinstance(languages, str):
+        languages = languages.split(",")
+    out = tuple(x.strip().lower() for x in languages if x.strip())
+    return out or ("en",)
 
 
 def check_generation_args(max_new_tokens: int, temperature: float) -> None:

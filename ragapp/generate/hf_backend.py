@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ragapp.errors import GeneratorError
-from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args
+from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args, declared_languages
 
 # For checkpoints without a chat template (base models): a plain transcript the model can continue.
 PLAIN_TEMPLATE = (
@@ -19,8 +19,10 @@ PLAIN_TEMPLATE = (
 class HFGenerator(Generator):
     follows_instructions = True
 
-    def __init__(self, name_or_path: str, device: str | None = None, dtype: str | None = None):
+    def __init__(self, name_or_path: str, device: str | None = None, dtype: str | None = None,
+                 languages: str | Sequence[str] | None = None):
         super().__init__()
+        self.languages = declared_languages(languages)
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 from ragapp.errors import GeneratorError
-from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args
+from ragapp.generate.base import Generator, Messages, StopFilter, check_generation_args, declared_languages
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -34,8 +34,10 @@ class OpenAIGenerator(Generator):
         context_tokens: int | None = None,
         timeout: float = 120.0,
         stream_responses: bool = True,
+        languages: str | Sequence[str] | None = None,
     ):
         super().__init__()
+        self.languages = declared_languages(languages)
         self.base_url = (base_url or _env("RAGAPP_OPENAI_BASE_URL", "OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.model = model or _env("RAGAPP_OPENAI_MODEL")
         if not self.model:

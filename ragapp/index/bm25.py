@@ -3,6 +3,12 @@
 bm25s does the scoring (sparse precomputed BM25 matrix, Lucene variant); PyStemmer does English
 Snowball stemming and bm25s's English stopword list is removed. What is added here:
 
+* CJK words (`segment`): bm25s splits on word characters, which makes a whole Chinese clause one
+  token. Runs of Chinese, Japanese and Korean characters are cut into words by
+  ragapp.ingest.language (jieba for Chinese, bigrams for Japanese and Korean), decided per chunk
+  and per query; the rest of the text goes through bm25s's tokenizer and the stemmer as before,
+  so English text is tokenized exactly as without `segment`;
+
 * row → chunk id mapping (chunk ids are SQLite ids with gaps; bm25s numbers rows 0..n-1);
 * a disk cache next to the index, `indexes/NAME/bm25/<stamp>/`, where the stamp hashes the
   index version and the BM25 settings. A restart loads it instead of re-tokenizing every chunk;
@@ -50,6 +56,7 @@ class BM25Params:
     stopwords: str | None = "en"  # a bm25s stopword language, or None
     context_weight: float = 1.0  # weight of the section's BM25 score; 0 scores chunks alone
     section_chunks: int = 8  # a section: up to this many consecutive chunks of one file
+    segment: bool = True  # cut CJK text into words (False: bm25s alone, one token per CJK clause)
 
     def __post_init__(self):
         if self.context_weight < 0:
@@ -88,14 +95,35 @@ class _Tokenizer:
     def corpus(self, texts: list[str], progress: bool):
         import bm25s
 
+        if self.params.segment:
+            return self._segmented(texts, progress)
         return bm25s.tokenize(texts, stopwords=self.params.stopwords, stemmer=self._stemmer(),
                               show_progress=progress, return_ids=True)
 
     def query(self, text: str) -> list[str]:
         import bm25s
 
+        if self.params.segment:
+            return self._segmented([text], False)[0]
         return bm25s.tokenize(text, stopwords=self.params.stopwords, stemmer=self._stemmer(),
                               show_progress=False, return_ids=False)[0]
+
+    def _segmented(self, texts: list[str], progress: bool) -> list[list[str]]:
+        """bm25s's tokens of the text outside CJK runs, then the words of the CJK runs (BM25
+        ignores word order), each text's CJK treated as its own language."""
+        import bm25s
+
+        from ragapp.ingest.language import CJK_RUN, cjk_words, has_cjk, language
+
+        rest = [CJK_RUN.sub(" ", t) if has_cjk(t) else t for t in texts]
+        out = bm25s.tokenize(rest, stopwords=self.params.stopwords, stemmer=self._stemmer(),
+                             show_progress=progress, return_ids=False)
+        for text, tokens in zip(texts, out):
+            if has_cjk(text):
+                lang = language(text)
+                for run in CJK_RUN.findall(text):
+                    tokens.extend(cjk_words(run, lang))
+        return out
 
 
 def sections_of(groups: list, size: int) -> np.ndarray:

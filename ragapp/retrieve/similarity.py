@@ -128,4 +128,6 @@ class CachedEmbedder:
         return self.cache.encode(list(texts), progress=show_progress)
 
     def encode_query(self, text: str) -> "np.ndarray":
+        if getattr(self.cache.embedder, "asymmetric", False):  # e5 embeds a query unlike the same text as a passage
+            return self.cache.embedder.encode_query(text)
         return self.cache.encode([text])[0]

@@ -108,6 +108,7 @@ class LockedEmbedder:
         self.inner = inner
         self.name, self.dim, self.max_seq_length = inner.name, inner.dim, inner.max_seq_length
         self.tokenizer = inner.tokenizer  # the chunker copies its Rust tokenizer; it never calls this one
+        self.asymmetric = getattr(inner, "asymmetric", False)  # see ragapp.retrieve.similarity.CachedEmbedder
         self._lock = threading.Lock()
 
     def encode(self, texts, batch_size: int = 64, show_progress: bool = False):

@@ -63,7 +63,7 @@ def test_unknown_model_names_the_fix(tmp_path):
         load_embedder(str(tmp_path / "no-such-model-folder"), device="cpu")
     message = str(err.value)
     assert message.startswith(f"cannot load embedder '{tmp_path / 'no-such-model-folder'}': ")
-    assert message.endswith("pass a sentence-transformers model folder or the bundled all-MiniLM-L6-v2")
+    assert message.endswith("pass a sentence-transformers model folder, the bundled all-MiniLM-L6-v2 or multilingual-e5-small")
     assert "\n" not in message
 
 
