@@ -143,12 +143,25 @@ class QueryTable:
         return self.table[text]
 
 
+def write_synthetic(index, start: int, m: int, model: VectorModel, words: Words) -> None:
+    """m synthetic chunks (10 a file, numbered from `start`) through the store's API, in one transaction."""
+    from ragapp.index.backend import FileRow, NewChunk
+
+    vecs, texts = model.draw(m), words.texts(m)
+    with index.store.transaction():
+        for f in range(0, m, CHUNKS_PER_FILE):
+            key = f"synthetic-{start + f}"
+            chunks = [NewChunk(t, None, 0, len(t), len(t.split())) for t in texts[f : f + CHUNKS_PER_FILE]]
+            index.store.add_content(key, chunks, vecs[f : f + CHUNKS_PER_FILE], pages=1)
+            index.store.put_file(FileRow(f"docs/{(start + f) // 1000:04d}/file{start + f}.txt", key,
+                                         1000, 0, "synthetic"))
+
+
 def build_index(n: int, model: VectorModel, words: Words, embedder: QueryTable, kind: str = "flat"):
     """indexes/_bench/latency-<kind>-<n>: n synthetic chunks, 10 a file. Reused when complete."""
     from tqdm import tqdm
 
     from ragapp.index.index import Index
-    from ragapp.index.store import FileRow, NewChunk
 
     name = f"latency-{kind}-{n}"
     try:
@@ -164,16 +177,7 @@ def build_index(n: int, model: VectorModel, words: Words, embedder: QueryTable, 
     index = Index.create(name, WORK, embedder=embedder, vector_kind=kind)
     with index.writing():
         for start in tqdm(range(0, n, 10_000), desc=f"building {name}", unit="10k chunks"):
-            m = min(10_000, n - start)
-            vecs = model.draw(m)
-            texts = words.texts(m)
-            with index.store.transaction():
-                for f in range(0, m, CHUNKS_PER_FILE):
-                    key = f"synthetic-{start + f}"
-                    chunks = [NewChunk(t, None, 0, len(t), len(t.split())) for t in texts[f : f + CHUNKS_PER_FILE]]
-                    index.store.add_content(key, chunks, vecs[f : f + CHUNKS_PER_FILE], pages=1)
-                    index.store.put_file(FileRow(f"docs/{(start + f) // 1000:04d}/file{start + f}.txt", key,
-                                                 1000, 0, "synthetic"))
+            write_synthetic(index, start, min(10_000, n - start), model, words)
         index.save_vectors()
     return index
 

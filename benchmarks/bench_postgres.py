@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_latency import CHUNKS_PER_FILE, DIM, QueryTable, VectorModel, Words, percentile  # noqa: E402
+from benchmarks.bench_latency import DIM, QueryTable, VectorModel, Words, percentile, write_synthetic  # noqa: E402
 
 WORK = ROOT / "indexes" / "_bench_pg"
 
@@ -56,21 +56,11 @@ def fill(index, n: int, model: VectorModel, words: Words) -> tuple[float, float]
     """Write n synthetic chunks (10 a file) through the store's API, 10k a transaction, then
     `save_vectors` (PostgreSQL: the HNSW index, built in bulk; SQLite: the FAISS file, its HNSW graph
     built from the store): the seconds of each."""
-    from ragapp.index.backend import FileRow, NewChunk
-
     t = time.perf_counter()
     with index.writing():
         for start in range(0, n, 10_000):
-            m = min(10_000, n - start)
-            vecs, texts = model.draw(m), words.texts(m)
-            with index.store.transaction():
-                for f in range(0, m, CHUNKS_PER_FILE):
-                    key = f"synthetic-{start + f}"
-                    chunks = [NewChunk(t, None, 0, len(t), len(t.split())) for t in texts[f : f + CHUNKS_PER_FILE]]
-                    index.store.add_content(key, chunks, vecs[f : f + CHUNKS_PER_FILE], pages=1)
-                    index.store.put_file(FileRow(f"docs/{(start + f) // 1000:04d}/file{start + f}.txt", key,
-                                                 1000, 0, "synthetic"))
-            print(f"  {index.store.kind}: {start + m:,} chunks, {time.perf_counter() - t:.0f} s", flush=True)
+            write_synthetic(index, start, min(10_000, n - start), model, words)
+            print(f"  {index.store.kind}: {min(start + 10_000, n):,} chunks, {time.perf_counter() - t:.0f} s", flush=True)
         rows_s = time.perf_counter() - t
         t = time.perf_counter()
         index.save_vectors()
