@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"| {fairy['abstained']:.1f}% | {fairy['cited_story']:.1f}% | "
                   + ", ".join(f"{k} {v}" for k, v in sorted(fairy["modes"].items())) + f" | {fairy['seconds']:.1f} |", ""]
     lines += [f"Sample corpus, `{QUESTIONS.relative_to(ROOT)}` (15 answerable, 5 not): **{sample['right']} of "
-              f"{sample['n']} right** (asserted >= 15 by tests/ragapp/answer/test_default_model.py).", "",
+              f"{sample['n']} right** (target: 15; scored by ragapp.eval.question_set).", "",
               "| question | right | why | mode |", "|---|---|---|---|"]
     for r in sample["rows"]:
         lines.append(f"| {r['q']} | {'yes' if r['right'] else 'no'} | {r['why']} | {r['mode']} |")
