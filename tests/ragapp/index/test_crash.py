@@ -81,6 +81,47 @@ def mutate(folder, rng: random.Random, step: int) -> None:
     (folder / f"copy-{step}.txt").write_bytes(src.read_bytes())
 
 
+def kill_during_runs(ctx, target, index_dir, folder, rng, kills, check, pause, join: float = 120) -> tuple[int, int]:
+    """Index the folder to the end, time one step's changes, then `kills` times: change the folder, start
+    `target` in a child, SIGKILL it after pause(step_time) seconds and `check` the index (which returns the
+    store version). Returns (kills that landed mid-run, of those the ones after a commit)."""
+
+    def run_child():
+        started = ctx.Event()
+        child = ctx.Process(target=target, args=(str(index_dir), str(folder), started), daemon=True)
+        child.start()
+        assert started.wait(120), "the indexer did not start"
+        return child
+
+    def run_to_end() -> float:
+        child = run_child()
+        start = time.monotonic()
+        child.join(join)
+        assert child.exitcode == 0, f"indexer exit code {child.exitcode}"
+        return time.monotonic() - start
+
+    run_to_end()
+    # How long an uninterrupted run of one step's changes takes, to spread the kills over it.
+    mutate(folder, rng, -1)
+    step_time = run_to_end()
+
+    killed_mid_run = killed_after_commit = 0
+    version = check(index_dir)
+    for step in range(kills):
+        mutate(folder, rng, step)
+        child = run_child()
+        time.sleep(pause(step_time))
+        child.kill()  # SIGKILL
+        child.join(60)
+        assert child.exitcode in (0, -signal.SIGKILL)
+        new_version = check(index_dir)
+        if child.exitcode == -signal.SIGKILL:
+            killed_mid_run += 1
+            killed_after_commit += new_version != version
+        version = new_version
+    return killed_mid_run, killed_after_commit
+
+
 def test_sigkill_at_random_points_many_times(tmp_path, tokenizer, monkeypatch):
     # The forkserver imports PRELOAD with the environment's path (Python 3.11 does not pass it
     # sys.path), so it must find the tests' modules through PYTHONPATH.
@@ -94,39 +135,9 @@ def test_sigkill_at_random_points_many_times(tmp_path, tokenizer, monkeypatch):
     index_dir = tmp_path / "indexes"
     Index.create("docs", index_dir, embedder=FakeEmbedder(tokenizer)).close()
 
-    def run_child():
-        started = ctx.Event()
-        child = ctx.Process(target=run_indexer, args=(str(index_dir), str(folder), started), daemon=True)
-        child.start()
-        assert started.wait(120), "the indexer did not start"
-        return child
-
-    def run_to_end() -> float:
-        child = run_child()
-        start = time.monotonic()
-        child.join(120)
-        assert child.exitcode == 0, f"indexer exit code {child.exitcode}"
-        return time.monotonic() - start
-
-    run_to_end()
-    # How long an uninterrupted run of one step's changes takes, to spread the kills over it.
-    mutate(folder, rng, -1)
-    step_time = run_to_end()
-
-    killed_mid_run = killed_after_commit = 0
-    version = check_opens_and_is_consistent(index_dir)
-    for step in range(KILLS):
-        mutate(folder, rng, step)
-        child = run_child()
-        time.sleep(rng.uniform(0.0, 1.5 * step_time))
-        child.kill()  # SIGKILL
-        child.join(60)
-        assert child.exitcode in (0, -signal.SIGKILL)
-        new_version = check_opens_and_is_consistent(index_dir)
-        if child.exitcode == -signal.SIGKILL:
-            killed_mid_run += 1
-            killed_after_commit += new_version != version
-        version = new_version
+    killed_mid_run, killed_after_commit = kill_during_runs(
+        ctx, run_indexer, index_dir, folder, rng, KILLS, check_opens_and_is_consistent,
+        pause=lambda step_time: rng.uniform(0.0, 1.5 * step_time))
     # The kills must have hit runs in the middle, also after some of their commits.
     assert killed_mid_run >= KILLS // 2, f"only {killed_mid_run} kills landed during a run"
     assert killed_after_commit >= 3, f"only {killed_after_commit} kills landed after a commit"

@@ -13,11 +13,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import signal
-import time
 from pathlib import Path
 
 from conftest import FakeEmbedder, minilm_tokenizer, sentences, write_files
+from test_crash import chunk_set, kill_during_runs
 
 from ragapp.index.index import Index
 
@@ -36,10 +35,6 @@ def run_indexer(index_dir: str, folder: str, started) -> None:
     started.set()
     index = Index.open("docs", Path(index_dir))
     index.sync(Path(folder), embedder=embedder, progress=False, workers=0)
-
-
-def chunk_set(index):
-    return sorted((paths, text, page, start, end) for _, paths, text, page, start, end in index.store.chunk_rows())
 
 
 def check_consistent(index_dir) -> int:
@@ -62,21 +57,6 @@ def check_consistent(index_dir) -> int:
         index.close()
 
 
-def mutate(folder, rng: random.Random, step: int) -> None:
-    files = sorted(folder.rglob("*.txt"))
-    for p in rng.sample(files, min(3, len(files))):
-        p.write_text(sentences(rng.randrange(10**6), 16))
-    for j in range(3):
-        (folder / f"new-{step}-{j}.txt").write_text(sentences(rng.randrange(10**6), 16))
-    files = sorted(folder.rglob("*.txt"))
-    victim = rng.choice(files)
-    victim.unlink()
-    files.remove(victim)
-    rng.choice(files).rename(folder / "moved" / f"m-{step}.txt")
-    src = rng.choice(sorted(folder.rglob("*.txt")))
-    (folder / f"copy-{step}.txt").write_bytes(src.read_bytes())
-
-
 def test_sigkill_during_postgres_indexing(tmp_path, tokenizer, pg_url, monkeypatch):
     here = Path(__file__).resolve().parent
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), str(here.parents[1]), str(here.parents[2])]))
@@ -88,38 +68,9 @@ def test_sigkill_during_postgres_indexing(tmp_path, tokenizer, pg_url, monkeypat
     index_dir = tmp_path / "indexes"
     Index.create("docs", index_dir, embedder=FakeEmbedder(tokenizer), store=pg_url).close()
 
-    def run_child():
-        started = ctx.Event()
-        child = ctx.Process(target=run_indexer, args=(str(index_dir), str(folder), started), daemon=True)
-        child.start()
-        assert started.wait(120), "the indexer did not start"
-        return child
-
-    def run_to_end() -> float:
-        child = run_child()
-        start = time.monotonic()
-        child.join(180)
-        assert child.exitcode == 0, f"indexer exit code {child.exitcode}"
-        return time.monotonic() - start
-
-    run_to_end()
-    mutate(folder, rng, -1)
-    step_time = run_to_end()
-
-    killed_mid_run = killed_after_commit = 0
-    version = check_consistent(index_dir)
-    for step in range(KILLS):
-        mutate(folder, rng, step)
-        child = run_child()
-        time.sleep(rng.uniform(0.3, 0.9) * step_time)
-        child.kill()
-        child.join(60)
-        assert child.exitcode in (0, -signal.SIGKILL)
-        new_version = check_consistent(index_dir)
-        if child.exitcode == -signal.SIGKILL:
-            killed_mid_run += 1
-            killed_after_commit += new_version != version
-        version = new_version
+    killed_mid_run, killed_after_commit = kill_during_runs(
+        ctx, run_indexer, index_dir, folder, rng, KILLS, check_consistent,
+        pause=lambda step_time: rng.uniform(0.3, 0.9) * step_time, join=180)
     assert killed_mid_run >= 3, f"only {killed_mid_run} of {KILLS} kills landed during a run"
     assert killed_after_commit >= 1, "no kill landed after a commit"
 
