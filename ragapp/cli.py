@@ -402,6 +402,9 @@ def serve_args(p) -> None:
                         "or multilingual-e5-small (Chinese and other languages), or a sentence-transformers model")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file accepted by upload (default: 50)")
     p.add_argument("--max-upload-files", type=int, default=20, help="most files in one upload (default: 20)")
+    p.add_argument("--file-timeout", type=float, default=DEFAULT_FILE_TIMEOUT_S, metavar="SECONDS",
+                   help=f"an uploaded or folder file that takes longer to parse is skipped, with one line in "
+                        f"its job's report (default: {DEFAULT_FILE_TIMEOUT_S:g})")
     p.add_argument("--folder-root", type=Path, action="append", dest="folder_roots", metavar="DIR",
                    help="the page may index server folders only under DIR (repeatable). Default: anywhere on "
                         "127.0.0.1 without --auth, nowhere otherwise")
@@ -432,7 +435,7 @@ def serve_run(args) -> int:
     config = ServeConfig(index_dir=args.index_dir, collections=list(dict.fromkeys(args.indexes)), folder=args.folder,
                          backend=args.backend, model=args.model, host=args.host, port=args.port, limits=limits,
                          folder_roots=roots, k=args.k, embedder=args.embedder, allowed_hosts=args.allowed_hosts,
-                         allowed_origins=args.allowed_origins)
+                         allowed_origins=args.allowed_origins, file_timeout=args.file_timeout)
     for name in config.collections[1 if args.folder else 0:]:
         Index.open(name, config.index_dir).close()  # IndexNotFound says how to create it
     if not _loopback(args.host) and users is None:

@@ -6,10 +6,13 @@ One `RagService` serves every request and thread of `ragapp serve`:
 - Collections are indexes in one folder. With login (`--auth`), user alice's collection "notes" is
   the index `alice--notes`; she sees and changes only hers, plus the collections the server was
   started with (`--index`), which are shared read-only. Without login everything is one user's.
-- Indexing (uploads, server folders) runs in one background thread, one job at a time: it uses
-  the whole CPU anyway, and an index takes one writer at a time (Index.writing() is an flock,
-  which two threads of one process would also collide on). Chats go on meanwhile: readers see
-  the last committed state of the SQLite store, and the retriever reloads when it changes.
+- Indexing (uploads, server folders) runs in background threads: jobs on one collection run one
+  after another (an index takes one writer at a time: Index.writing() is an flock, which two
+  threads of one process would also collide on), jobs on different collections side by side (up
+  to `index_jobs`), so one user's slow files never hold another user's upload. Parsing happens in
+  worker processes with a time and memory budget per file; embedding takes turns in slices
+  (LockedEmbedder), so concurrent jobs share the CPU. Chats go on meanwhile: readers see the last
+  committed state of the SQLite store, and the retriever reloads when it changes.
 - Models are loaded once and shared: the generator serialises generation with its own lock; the
   embedder is wrapped in `LockedEmbedder`, because a Hugging Face fast tokenizer raises
   "Already borrowed" when two threads call it at once, and here retrieval, the citation check
@@ -21,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from ragapp.answer.chat import ChatSession, ChatSettings
 from ragapp.answer.gate import load_gate
 from ragapp.config import (
     DEFAULT_EMBEDDER,
+    DEFAULT_FILE_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_INDEX_DIR,
     DEFAULT_K,
@@ -79,6 +83,8 @@ class ServeConfig:
     k: int = DEFAULT_K
     allowed_hosts: list[str] = field(default_factory=list)  # --allowed-host: Host names besides loopback and --host
     allowed_origins: list[str] = field(default_factory=list)  # --allowed-origin: other sites trusted (CORS on for them)
+    file_timeout: float = DEFAULT_FILE_TIMEOUT_S  # --file-timeout: a file taking longer to parse is skipped
+    index_jobs: int = 4  # collections indexed side by side (jobs on one collection always take turns)
 
     def __post_init__(self) -> None:
         self.index_dir = Path(self.index_dir)
@@ -88,6 +94,10 @@ class ServeConfig:
             check_name(name)
         if self.folder is not None and not self.collections:
             raise InvalidInput("--folder needs --index NAME: the collection to index it into")
+        if not self.file_timeout > 0:
+            raise InvalidInput(f"--file-timeout {self.file_timeout:g}: must be more than 0 seconds")
+        if self.index_jobs < 1:
+            raise InvalidInput(f"index_jobs {self.index_jobs}: must be at least 1")
         if not 0 < self.port < 65536:
             raise InvalidInput(f"--port must be between 1 and 65535, got {self.port}")
 
@@ -141,6 +151,7 @@ class Job:
     status: str = "queued"  # queued | running | done | failed
     message: str = ""
     report: dict = field(default_factory=dict)
+    summary: str = ""  # the message without the reasons of failed files (the page lists those a line each)
     started: float = 0.0
     finished: float = 0.0
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -204,6 +215,15 @@ class EvalJob:
                 "report": self.report, "markdown": self.markdown, "files": sorted(self.files)}
 
 
+def _as_source(source: str, line: str) -> str:
+    """A sync report line with the file's path on the server (uploads folder, --folder) replaced by
+    its name in the collection: users see what they uploaded, not the server's directories."""
+    path, sep, rest = line.partition(": ")
+    if sep and Path(path).as_posix().endswith("/" + source):
+        return f"{source}: {rest}"
+    return line
+
+
 class RagService:
     def __init__(self, config: ServeConfig, users=None, embedder=None, generator=None):
         """`users`: ragapp.serve.auth.Users or None (no login). `embedder`/`generator`: objects to use
@@ -219,7 +239,9 @@ class RagService:
         self._write_locks: dict[str, threading.Lock] = {}
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-index")
+        # one queue per collection; a thread of the pool drains one collection's queue at a time
+        self._queues: dict[str, deque] = {}
+        self._pool = ThreadPoolExecutor(max_workers=config.index_jobs, thread_name_prefix="ragapp-index")
         # evaluations take turns in a thread of their own, so indexing never waits for one
         self._eval_jobs: OrderedDict[str, EvalJob] = OrderedDict()
         self._eval_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-eval")
@@ -411,7 +433,8 @@ class RagService:
         self._ensure_collection(real)
 
         def work(index):
-            return index.add_files(saved, base=folder, embedder=self.embedder_for(index.embedder_name), progress=True)
+            return index.add_files(saved, base=folder, embedder=self.embedder_for(index.embedder_name), progress=True,
+                                   file_timeout=self.config.file_timeout)
 
         n = len(saved)
         return self._submit(owner, collection, real, f"{n} uploaded file{'s' if n != 1 else ''}", work)
@@ -444,7 +467,8 @@ class RagService:
         self._ensure_collection(real)
 
         def work(index):
-            return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True, within=roots)
+            return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True, within=roots,
+                              file_timeout=self.config.file_timeout)
 
         # the server's own folder (--folder) is not shown to users in full
         return self._submit(owner, collection, real, f"folder {path.name if trusted else path}", work)
@@ -472,8 +496,24 @@ class RagService:
             self._jobs[job.id] = job
             while len(self._jobs) > 200:
                 self._jobs.popitem(last=False)
-        self._pool.submit(self._run, job, work)
+            queue = self._queues.get(real)
+            if queue is not None:  # a thread is draining this collection's queue: it runs the job next
+                queue.append((job, work))
+                return job
+            self._queues[real] = deque([(job, work)])
+        self._pool.submit(self._drain, real)
         return job
+
+    def _drain(self, real: str) -> None:
+        """Run one collection's jobs in the order they came, until its queue is empty."""
+        while True:
+            with self._lock:
+                queue = self._queues[real]
+                if not queue:
+                    del self._queues[real]
+                    return
+                job, work = queue.popleft()
+            self._run(job, work)
 
     def _run(self, job: Job, work) -> None:
         if job.done_event.is_set():  # ended by close() before it could start
@@ -490,12 +530,16 @@ class RagService:
                     info = index.info()
             job.report = {k: getattr(report, k) for k in ("added", "updated", "removed", "unchanged", "renamed",
                                                           "skipped", "chunks_added", "chunks_removed", "seconds")}
-            job.report["failed"] = [list(f) for f in report.failed]  # parse timeouts, memory, crashes included
-            job.report["notes"] = [list(n) for n in report.notes]  # text left out of a file as not prose
-            failed = f"; {len(report.failed)} failed: " + "; ".join(r for _, r in report.failed[:3]) if report.failed else ""
-            job.message = (f"{job.collection}: added {report.added}, updated {report.updated}, unchanged "
-                           f"{report.unchanged}, removed {report.removed}{failed} — {info['files']} files, "
-                           f"{info['chunks']} chunks")
+            # parse timeouts, memory, crashes included; notes: text left out of a file as not prose
+            job.report["failed"] = [[source, _as_source(source, why)] for source, why in report.failed]
+            job.report["notes"] = [[source, _as_source(source, note)] for source, note in report.notes]
+            failed = (f"; {len(report.failed)} failed: " + "; ".join(r for _, r in job.report["failed"][:3])
+                      if report.failed else "")
+            counts = (f"{job.collection}: added {report.added}, updated {report.updated}, unchanged "
+                      f"{report.unchanged}, removed {report.removed}")
+            totals = f" — {info['files']} files, {info['chunks']} chunks"
+            job.message = counts + failed + totals
+            job.summary = counts + (f"; {len(report.failed)} failed" if report.failed else "") + totals
             job.status = "done"
         except Exception as err:  # noqa: BLE001 - the job reports any failure instead of dying silently
             job.status = "failed"
@@ -640,7 +684,8 @@ class RagService:
                 owner = real.split(SEP, 1)[0] if self.auth and SEP in real else "server"
 
                 def work(index, paths=missing, base=folder):
-                    return index.add_files(paths, base=base, embedder=self.embedder_for(index.embedder_name))
+                    return index.add_files(paths, base=base, embedder=self.embedder_for(index.embedder_name),
+                                           file_timeout=self.config.file_timeout)
 
                 self._submit(owner, self.display_name(owner, real), real, f"{len(missing)} interrupted uploads", work)
                 notes.append(f"resuming {len(missing)} upload(s) into {real!r} interrupted by the last shutdown")

@@ -279,7 +279,13 @@ class PageHandlers:
             progress(done / total if total else 0.0, desc=f"{desc}: {done}/{total} files" if total else desc)
         if job.status == "failed":
             raise gr.Error(f"Indexing failed: {job.message}", title="Indexing failed")
-        return f"✓ {job.message}"
+        report = job.report or {}
+        # every file that failed, and every one with text left out, on a line of its own (file names
+        # come from users: shown as text, never as Markdown)
+        lines = [f"- ✗ {safe_markdown(reason)}" for _, reason in report.get("failed", [])]
+        lines += [f"- note: {safe_markdown(note)}" for _, note in report.get("notes", [])]
+        head = safe_markdown(job.summary or job.message)
+        return "\n".join([f"✓ {head}" + (":" if lines else "")] + lines)
 
     def add_documents(self, files: list[str] | None, collection: str | None, request: gr.Request = None,
                       progress=gr.Progress()):

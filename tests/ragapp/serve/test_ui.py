@@ -153,6 +153,21 @@ def test_upload_then_streamed_chat_with_sources(page):
     assert "Sources for “" in panel and "kittens" in panel.split("Sources for “", 1)[1].split("”")[0].lower()
 
 
+def test_upload_status_lists_each_file_that_failed(page):
+    import hostile_files
+    from gradio_client import handle_file
+
+    bomb = page.root / "upload" / "report.docx"
+    bomb.write_bytes(hostile_files.docx_bomb(hostile_files.small_docx(), gigabytes=1))
+    status, _ = page.client.predict([handle_file(str(page.root / "upload" / "cats.md")), handle_file(str(bomb))],
+                                    "mixed", api_name="/add_documents")
+    head, *lines = status.split("\n")
+    assert head.startswith("✓ mixed: added 1") and head.endswith("; 1 failed — 1 files, 1 chunks:")
+    assert lines == ["- ✗ report.docx: DOCX unzips to over 256 MB, likely a zip bomb; not parsed "
+                     "(if it is a real document, save it again from Word or LibreOffice)"]
+    assert str(page.root) not in status  # no server path
+
+
 def test_index_folder_remove_file_and_errors(page):
     from gradio_client.exceptions import AppError
 
