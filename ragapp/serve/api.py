@@ -202,9 +202,12 @@ def create_app(service: RagService) -> FastAPI:
     def upload_documents(collection: str = Form(..., description="collection to add to (created if new)"),
                          files: list[UploadFile] = File(..., description="documents: .pdf .txt .md .html .docx"),
                          wait: bool = Query(True, description="answer when indexed (false: at once, with a job id)"),
+                         embedder: str | None = Form(None, description="embedder of a new collection: "
+                                                     "all-MiniLM-L6-v2, all-MiniLM-L6-v2-int8 or multilingual-e5-small "
+                                                     "(default: the server's --embedder); an existing one keeps its own"),
                          who: str | None = Depends(user)) -> JSONResponse:
         """Upload documents into a collection and index them (added or replaced; nothing else changes)."""
-        job = service.upload(who, collection, [(f.filename or "", f.file) for f in files])
+        job = service.upload(who, collection, [(f.filename or "", f.file) for f in files], embedder=embedder)
         if wait:
             service.wait(job)
             if job.status == "failed":

@@ -318,9 +318,22 @@ class RagService:
                 self._embedders[name] = LockedEmbedder(inner)
             return self._embedders[name]
 
-    def new_collection_embedder(self) -> LockedEmbedder:
+    @property
+    def embedder_choices(self) -> list[str]:
+        """Embedders a user may pick for a new collection: the server's (--embedder) and the bundled
+        ones, which load offline (a user never makes the server download a model)."""
         fixed = self._fixed_embedder
-        return self.embedder_for(fixed.name if fixed is not None else self.config.embedder)
+        first = fixed.name if fixed is not None else embed.canonical_name(self.config.embedder)
+        return list(dict.fromkeys([first, *embed.BUNDLED]))
+
+    def new_collection_embedder(self, choice: str | None = None) -> LockedEmbedder:
+        if choice:
+            name = embed.canonical_name(choice)
+            if name not in self.embedder_choices:
+                raise InvalidInput(f"embedder {choice!r} is not offered by this server; choose one of: "
+                                   f"{', '.join(self.embedder_choices)}")
+            return self.embedder_for(name)
+        return self.embedder_for(self.embedder_choices[0])
 
     def session(self, backend: str, model: str | None, embedder_name: str):
         if backend not in BACKENDS:
@@ -419,9 +432,12 @@ class RagService:
             info.pop(key, None)  # server paths are not the user's business
         return info
 
-    def upload(self, user: str | None, collection: str, files: Sequence[tuple[str, BinaryIO | Path]]) -> Job:
-        """Save the files (limits, safe names) into the collection's upload folder, then index them in the background."""
+    def upload(self, user: str | None, collection: str, files: Sequence[tuple[str, BinaryIO | Path]],
+               embedder: str | None = None) -> Job:
+        """Save the files (limits, safe names) into the collection's upload folder, then index them in the background.
+        `embedder`: for a new collection (one of embedder_choices; default: the server's); an existing one keeps its own."""
         owner = self.owner(user)
+        new_embedder = self.new_collection_embedder(embedder)
         if not self.writable(user, check_name(collection.strip())):
             raise Forbidden(f"collection {collection!r} is shared read-only; upload into a collection of your own")
         collection = collection.strip()
@@ -430,7 +446,7 @@ class RagService:
         names = check_batch([name for name, _ in files], limits)
         folder = self.upload_folder(real)
         saved = save_uploads([(name, src) for name, (_, src) in zip(names, files)], folder, limits)
-        self._ensure_collection(real)
+        self._ensure_collection(real, new_embedder)
 
         def work(index):
             return index.add_files(saved, base=folder, embedder=self.embedder_for(index.embedder_name), progress=True,
@@ -439,17 +455,20 @@ class RagService:
         n = len(saved)
         return self._submit(owner, collection, real, f"{n} uploaded file{'s' if n != 1 else ''}", work)
 
-    def _ensure_collection(self, real: str) -> None:
-        """Create the index of a new collection (with the embedder for new collections)."""
+    def _ensure_collection(self, real: str, embedder: LockedEmbedder | None = None) -> None:
+        """Create the index of a new collection (with `embedder`, or the server's for new collections)."""
         with self._write_lock(real):
             try:
                 Index.open(real, self.config.index_dir).close()
             except IndexNotFound:
-                Index.create(real, self.config.index_dir, embedder=self.new_collection_embedder()).close()
+                Index.create(real, self.config.index_dir, embedder=embedder or self.new_collection_embedder()).close()
 
-    def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False) -> Job:
-        """Index (incrementally) a folder on the server's disk into a collection, in the background."""
+    def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False,
+                     embedder: str | None = None) -> Job:
+        """Index (incrementally) a folder on the server's disk into a collection, in the background.
+        `embedder`: as for upload."""
         owner = self.owner(user) if not trusted else "server"
+        new_embedder = self.new_collection_embedder(embedder)
         collection = check_name(str(collection).strip())
         if not trusted and not self.writable(user, collection):
             raise Forbidden(f"collection {collection!r} is shared read-only; index into a collection of your own")
@@ -464,7 +483,7 @@ class RagService:
             raise Forbidden(f"{folder}: indexing server folders is allowed only under {where}")
         if not path.is_dir():
             raise InvalidInput(f"{folder}: no such folder on the server; give the path of a folder of documents")
-        self._ensure_collection(real)
+        self._ensure_collection(real, new_embedder)
 
         def work(index):
             return index.sync(path, embedder=self.embedder_for(index.embedder_name), progress=True, within=roots,

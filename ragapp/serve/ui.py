@@ -287,8 +287,8 @@ class PageHandlers:
         head = safe_markdown(job.summary or job.message)
         return "\n".join([f"✓ {head}" + (":" if lines else "")] + lines)
 
-    def add_documents(self, files: list[str] | None, collection: str | None, request: gr.Request = None,
-                      progress=gr.Progress()):
+    def add_documents(self, files: list[str] | None, collection: str | None, embedder: str | None = None,
+                      request: gr.Request = None, progress=gr.Progress()):
         """(status, collection): the collection is handed on, so the events after it see a newly typed name."""
         user = _user(request)
         try:
@@ -298,7 +298,7 @@ class PageHandlers:
                 raise RagError("no collection named; pick one or type a new name in 'Into collection'")
             paths = self._uploaded(files)
             progress(0.0, desc="saving uploads")
-            job = self.service.upload(user, collection, [(p.name, p) for p in paths])
+            job = self.service.upload(user, collection, [(p.name, p) for p in paths], embedder=embedder)
         except RagError as err:
             raise _error(err) from err
         self._forget(paths)  # saved into the collection's upload folder: Gradio's copy is not needed
@@ -331,12 +331,12 @@ class PageHandlers:
             except OSError:
                 pass
 
-    def index_folder(self, folder: str, collection: str | None, request: gr.Request = None,
-                     progress=gr.Progress()):
+    def index_folder(self, folder: str, collection: str | None, embedder: str | None = None,
+                     request: gr.Request = None, progress=gr.Progress()):
         try:
             if not (collection or "").strip():
                 raise RagError("no collection named; pick one or type a new name in 'Into collection'")
-            job = self.service.index_folder(_user(request), collection, folder)
+            job = self.service.index_folder(_user(request), collection, folder, embedder=embedder)
         except RagError as err:
             raise _error(err) from err
         return self._wait(job, progress, f"indexing {folder}"), collection.strip()
@@ -464,6 +464,10 @@ def build_demo(service: RagService) -> gr.Blocks:
                         with gr.Accordion("Add documents", open=True):
                             target = gr.Dropdown(choices=[], value=None, allow_custom_value=True, elem_id="target",
                                                  label="Into collection (pick, or type a new name)")
+                            new_embedder = gr.Dropdown(service.embedder_choices, value=service.embedder_choices[0],
+                                                       label="Embedder of a new collection", elem_id="embedder",
+                                                       info="multilingual-e5-small: Chinese and other languages; "
+                                                            "…-int8: faster indexing. A collection keeps its own.")
                             uploads = gr.File(file_count="multiple", file_types=list(SUPPORTED_EXTENSIONS), type="filepath",
                                               label="Documents", elem_id="uploads", height=120)
                             add_btn = gr.Button("Add to collection", variant="primary", elem_id="add-btn")
@@ -533,11 +537,12 @@ def build_demo(service: RagService) -> gr.Blocks:
         demo.load(h.refresh, [collections, target], lists, api_visibility="private")
         sources.cite(h.show_citation, None, sources, api_visibility="private", show_progress="hidden")
         target.change(h.show_files, target, [files_table, to_remove], api_visibility="private", show_progress="hidden")
-        add_btn.click(h.add_documents, [uploads, target], [status, target], api_name="add_documents",
+        add_btn.click(h.add_documents, [uploads, target, new_embedder], [status, target], api_name="add_documents",
                       concurrency_limit=2
                       ).success(h.refresh_adding, [collections, target], lists, api_visibility="private"
                       ).then(lambda: None, None, uploads, api_visibility="private")
-        folder_btn.click(h.index_folder, [folder, target], [status, target], api_name="index_folder", concurrency_limit=2
+        folder_btn.click(h.index_folder, [folder, target, new_embedder], [status, target], api_name="index_folder",
+                         concurrency_limit=2
                          ).success(h.refresh_adding, [collections, target], lists, api_visibility="private")
         remove_btn.click(h.remove_file, [target, to_remove], status, api_name="remove_file"
                          ).then(h.refresh, [collections, target], lists, api_visibility="private")

