@@ -14,6 +14,11 @@ in the passages. Weights and threshold come from `python -m recipes.ragchat.cali
 one that does not = unanswerable; never the evaluation sets) and live in calibration.json ("gate")
 beside this file, with the numbers they were chosen from.
 
+Similarities mean different things under different embedders (multilingual-e5-small scores
+unrelated text far higher than MiniLM), so another embedder may have a gate of its own
+("gates" in calibration.json, made with `calibrate --embedder NAME`); its bias is shifted so
+that the one threshold (the page's setting) marks its own calibrated point.
+
 The model's own abstentions ("The documents do not contain the answer.") are recognised by
 `is_abstention`, so that they are reported as abstentions, not as unsupported answers.
 """
@@ -70,9 +75,11 @@ class GateModel:
         return cls(d["weights"], d["bias"], d["mean"], d["scale"], d["threshold"], d)
 
 
-@lru_cache(maxsize=4)
-def load_gate(path: Path = CALIBRATION_FILE) -> GateModel:
-    data = json.loads(Path(path).read_text())["gate"]
+@lru_cache(maxsize=8)
+def load_gate(embedder: str | None = None, path: Path = CALIBRATION_FILE) -> GateModel:
+    """The gate for an index's embedder: its own where calibrated, else the default embedder's."""
+    whole = json.loads(Path(path).read_text())
+    data = whole.get("gates", {}).get(embedder) or whole["gate"]
     if data.get("features") != list(FEATURES):
         raise ValueError(f"{path} was calibrated for features {data.get('features')}, expected {list(FEATURES)}; "
                          "remake it with python -m recipes.ragchat.calibrate")
@@ -101,7 +108,7 @@ def measure(
     best_sentence = int(sent_sims.argmax())
     ev = Evidence(float(dense.max()), float(sent_sims.max()), float(max(lexical)), best=owner[best_sentence])
     if score:
-        ev.score = (model or load_gate()).probability(ev.features())
+        ev.score = (model or load_gate(getattr(cache.embedder, "name", None))).probability(ev.features())
     return ev
 
 

@@ -2,6 +2,8 @@
 
     python -m recipes.ragchat.calibrate                 # both; writes ragapp/answer/calibration.json
     python -m recipes.ragchat.calibrate --part gate     # only the gate (keeps the citation section)
+    python -m recipes.ragchat.calibrate --part gate --embedder multilingual-e5-small
+                                                        # a gate for indexes of another embedder ("gates")
 
 Gate (SQuAD 1.1 train, ../shared/data/train/squad1.1-train.json.gz): the paragraphs of
 --index-articles randomly chosen articles are indexed through the real Index (one file per
@@ -43,7 +45,8 @@ def _append(path: Path, row: dict) -> None:
 # ----------------------------------------------------------------------------- the gate
 
 
-def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questions: int, seed: int, k: int) -> list[dict]:
+def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questions: int, seed: int, k: int,
+              embedder_name: str | None = None) -> list[dict]:
     from tqdm.auto import tqdm
 
     from ragapp.answer.gate import measure
@@ -61,7 +64,7 @@ def gate_rows(workdir: Path, index_articles: int, heldout_articles: int, questio
 
     corpus, index_dir = workdir / "corpus", workdir / "indexes"
     write_corpus(indexed, corpus)
-    embedder = load_embedder()
+    embedder = load_embedder(embedder_name) if embedder_name else load_embedder()
     index = Index.open_or_create("calibration", index_dir, embedder=embedder)
     index.sync(corpus, embedder=embedder, progress=True)
     cache = vector_cache(embedder)
@@ -126,6 +129,21 @@ def fit_gate(rows: list[dict], keep: float, seed: int) -> dict:
             "per_feature_auc": {f: round(float(roc_auc_score(y, x[:, i])), 4) for i, f in enumerate(FEATURES)},
         },
     }
+
+
+def shift_to(gate: dict, threshold: float) -> dict:
+    """The same decisions with `threshold` as the cut: the bias moves by the difference of the two
+    cut-offs' log-odds. One threshold then means "as calibrated" for every embedder (the page has one
+    gate setting); the gate's own cut-off is kept as "fitted_threshold"."""
+    import math
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    shifted = dict(gate)
+    shifted["bias"] = round(gate["bias"] + logit(threshold) - logit(gate["threshold"]), 6)
+    shifted["fitted_threshold"], shifted["threshold"] = gate["threshold"], threshold
+    return shifted
 
 
 # ----------------------------------------------------------------------------- the citation check
@@ -194,7 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", type=float, default=0.95, help="share of answerable questions the gate must pass")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embedder", help="calibrate the gate of indexes built with this embedder (another than the "
+                                       "default); stored under \"gates\" with the default gate's threshold")
     args = ap.parse_args(argv)
+    if args.embedder:
+        from ragapp.ingest.embed import canonical_name
+
+        args.embedder = canonical_name(args.embedder)
+        if args.part != "gate":
+            ap.error("--embedder calibrates a gate: use it with --part gate")
+        args.workdir = args.workdir / args.embedder.replace("/", "_")
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.part in ("all", "citations"):
@@ -202,12 +229,15 @@ def main(argv: list[str] | None = None) -> None:
         cit["data"] = "HaluEval QA (one-turn + multi-turn): right answers vs hallucinated answers against their knowledge"
         out["citations"] = cit
     if args.part in ("all", "gate"):
-        gate = fit_gate(gate_rows(args.workdir, args.index_articles, args.heldout_articles, args.questions, args.seed, args.k),
-                        args.keep, args.seed)
+        gate = fit_gate(gate_rows(args.workdir, args.index_articles, args.heldout_articles, args.questions, args.seed,
+                                  args.k, args.embedder), args.keep, args.seed)
         gate["data"] = (f"SQuAD 1.1 train: {args.index_articles} indexed articles vs {args.heldout_articles} held-out "
                         f"articles, {args.questions} questions each, seed {args.seed}, hybrid retrieval k={args.k}, "
-                        f"all-MiniLM-L6-v2; threshold keeps {args.keep:.0%} of answerable questions")
-        out["gate"] = gate
+                        f"{args.embedder or 'all-MiniLM-L6-v2'}; threshold keeps {args.keep:.0%} of answerable questions")
+        if args.embedder:
+            out.setdefault("gates", {})[args.embedder] = shift_to(gate, out["gate"]["threshold"])
+        else:
+            out["gate"] = gate
     out["made_by"] = f"python -m recipes.ragchat.calibrate --part {args.part} ({date.today()})"
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v for k, v in out.items()}, indent=2))

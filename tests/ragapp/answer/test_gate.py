@@ -106,4 +106,23 @@ def test_calibration_for_other_features_is_refused(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"gate": {"features": ["dense"], "weights": [1], "bias": 0, "mean": [0], "scale": [1], "threshold": 0.5}}))
     with pytest.raises(ValueError, match=r"calibrated for features \['dense'\].*python -m recipes.ragchat.calibrate"):
-        load_gate(path)
+        load_gate(path=path)
+
+
+def test_an_embedder_with_a_gate_of_its_own_gets_it_others_the_default(tmp_path):
+    from recipes.ragchat.calibrate import shift_to
+
+    default = {"features": list(FEATURES), "weights": [1.0, 1.0, 1.0], "bias": 0.0, "mean": [0, 0, 0],
+               "scale": [1, 1, 1], "threshold": 0.4}
+    own = {**default, "weights": [2.0, 0.5, 1.0], "mean": [0.8, 0.8, 0.5], "threshold": 0.7}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"gate": default, "gates": {"multilingual-e5-small": shift_to(own, 0.4)}}))
+    e5, other = load_gate("multilingual-e5-small", path), load_gate("all-MiniLM-L6-v2", path)
+    assert other.weights == default["weights"] and e5.weights == own["weights"]
+    assert e5.threshold == 0.4 and e5.info["fitted_threshold"] == 0.7
+    # the shifted bias takes the same decisions at the shared threshold as the fitted one at its own
+    fitted = GateModel(own["weights"], own["bias"], own["mean"], own["scale"], own["threshold"])
+    points = ([0.8, 0.8, 0.5], [1.1, 0.8, 0.6], [1.2, 0.9, 0.6], [1.3, 0.8, 0.5])
+    decisions = [fitted.probability(x) >= fitted.threshold for x in points]
+    assert decisions == [False, False, True, True]
+    assert [e5.probability(x) >= e5.threshold for x in points] == decisions
