@@ -35,3 +35,25 @@ def test_two_servers_share_a_postgres_collection(tmp_path, tokenizer, pg_url, mo
         assert hits["passages"] == []
     for service in services:
         service.close()
+
+
+def test_the_page_works_on_a_postgres_collection(tmp_path, tokenizer, pg_url, monkeypatch):
+    """The page's upload, file list and chat over a collection that lives in PostgreSQL."""
+    from gradio_client import Client, handle_file
+
+    monkeypatch.setenv("RAGAPP_DATABASE_URL", pg_url)
+    service = RagService(ServeConfig(index_dir=tmp_path / "indexes", backend="llm"),
+                         embedder=FakeEmbedder(tokenizer), generator=ScriptedGenerator())
+    (tmp_path / "cats.md").write_bytes(CATS)
+    with BackgroundServer(service) as url:
+        client = Client(url, verbose=False)
+        status, target = client.predict([handle_file(str(tmp_path / "cats.md"))], "pg-pets",
+                                        api_name="/add_documents")
+        assert target == "pg-pets" and status.startswith("✓ pg-pets: added 1"), status
+        assert service.info(None, "pg-pets")["store"].startswith("postgresql"), service.info(None, "pg-pets")
+        answer, panel = client.predict("How long do cats sleep?", ["pg-pets"], 5, "llm", "", 0.0, False,
+                                       api_name="/chat")
+        assert answer.startswith("Cats sleep about sixteen hours a day") and ">[1]</a>" in answer, answer
+        assert "[1] cats.md" in panel
+        client.close()
+    service.close()
