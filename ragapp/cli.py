@@ -51,6 +51,7 @@ def index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="index name (default: the folder's name)")
     p.add_argument("--embedder", help="sentence-transformers model name or folder, or multilingual-e5-small "
                                       "(bundled, 100 languages: for Chinese and other non-English documents), "
+                                      "or all-MiniLM-L6-v2-int8 (bundled, 2.3x faster indexing, slightly less exact), "
                                       "fixed at creation (default: all-MiniLM-L6-v2, bundled)")
     p.add_argument("--chunk-tokens", type=int, help="chunk size in the embedder's tokens, fixed at creation (default: 200)")
     p.add_argument("--overlap", type=int, help="tokens shared by consecutive chunks, fixed at creation (default: 30)")
