@@ -12,6 +12,7 @@ own name: an index records it, and is searched with it.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,19 +102,20 @@ class OnnxInt8Embedder:
         options.inter_op_num_threads = 1
         self.sessions = [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                          for _ in range(self.workers)]
-        self._free = list(self.sessions)
-        self._lock = threading.Lock()
+        self._tokenizing = threading.Lock()
+        # a session runs one call at a time; callers beyond their number wait for one to be free
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for session in self.sessions:
+            self._free.put(session)
 
     def _run(self, features: dict) -> np.ndarray:
         import numpy as np
 
-        with self._lock:
-            session = self._free.pop()
+        session = self._free.get()
         try:
             hidden = session.run(None, {k: features[k] for k in _INPUTS})[0]
         finally:
-            with self._lock:
-                self._free.append(session)
+            self._free.put(session)
         mask = features["attention_mask"][..., None].astype(np.float32)
         vecs = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
         return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
@@ -121,7 +123,9 @@ class OnnxInt8Embedder:
     def _features(self, texts: list[str]) -> dict:
         import numpy as np
 
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np")
+        with self._tokenizing:  # a fast tokenizer raises "Already borrowed" if two threads use it at once
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
+                                 return_tensors="np")
         return {k: np.asarray(enc[k], dtype=np.int64) for k in _INPUTS}
 
     # Texts per session call. One at a time was the fastest measured on the 2-core reference CPU

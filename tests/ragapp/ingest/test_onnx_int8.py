@@ -63,3 +63,15 @@ def test_an_index_records_it_and_searches_with_it(int8, tmp_path):
     retriever = Retriever("mixed", index_dir=tmp_path / "ix", embedder=int8)
     assert retriever.search("why is the sea higher at some hours", k=1)[0].source == "tides.txt"
     retriever.close()
+
+
+def test_threads_may_share_it(int8):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = int8.encode(TEXTS)
+    with ThreadPoolExecutor(6) as pool:  # more callers than sessions
+        outs = list(pool.map(lambda _: int8.encode(TEXTS), range(6)))
+        queries = list(pool.map(int8.encode_query, TEXTS))
+    for out in outs:
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack(queries), expected, atol=1e-5)
