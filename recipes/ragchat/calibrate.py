@@ -235,12 +235,15 @@ def main(argv: list[str] | None = None) -> None:
                         f"articles, {args.questions} questions each, seed {args.seed}, hybrid retrieval k={args.k}, "
                         f"{args.embedder or 'all-MiniLM-L6-v2'}; threshold keeps {args.keep:.0%} of answerable questions")
         if args.embedder:
+            gate["made_by"] = f"python -m recipes.ragchat.calibrate --part gate --embedder {args.embedder} ({date.today()})"
             out.setdefault("gates", {})[args.embedder] = shift_to(gate, out["gate"]["threshold"])
         else:
             out["gate"] = gate
-    out["made_by"] = f"python -m recipes.ragchat.calibrate --part {args.part} ({date.today()})"
+    if not args.embedder:
+        out["made_by"] = f"python -m recipes.ragchat.calibrate --part {args.part} ({date.today()})"
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v for k, v in out.items()}, indent=2))
+    shown = out["gates"][args.embedder] if args.embedder else out
+    print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v for k, v in shown.items()}, indent=2))
 
 
 if __name__ == "__main__":

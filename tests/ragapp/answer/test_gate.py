@@ -126,3 +126,15 @@ def test_an_embedder_with_a_gate_of_its_own_gets_it_others_the_default(tmp_path)
     decisions = [fitted.probability(x) >= fitted.threshold for x in points]
     assert decisions == [False, False, True, True]
     assert [e5.probability(x) >= e5.threshold for x in points] == decisions
+
+
+def test_shipped_e5_gate_is_its_own_and_shares_the_threshold():
+    default, e5 = load_gate(), load_gate("multilingual-e5-small")
+    assert e5.weights != default.weights and e5.threshold == default.threshold
+    dev = e5.info["dev"]
+    assert 0.9 <= dev["answerable_passed"] <= 1.0 and dev["unanswerable_abstained"] > 0.8
+    assert "multilingual-e5-small" in e5.info["data"] and "--embedder multilingual-e5-small" in e5.info["made_by"]
+    # e5 scores unrelated text ~0.8: features at the default gate's own mean pass it, not e5's
+    unrelated = [0.80, 0.82, 0.2]
+    assert default.probability(unrelated) >= default.threshold > e5.probability(unrelated)
+    assert load_gate("all-MiniLM-L6-v2-int8") is default or load_gate("all-MiniLM-L6-v2-int8").info == default.info
