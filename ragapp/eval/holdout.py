@@ -3,8 +3,11 @@
 A question written from a file is unanswerable once that file is gone, so the right answer is an
 abstention. The user's own index is never changed: its SQLite store is copied with SQLite's backup
 API (consistent even while another process writes), its FAISS file alongside (a cache, reconciled by
-chunk id), under a new name and uid, and the files are removed from the copy. The copy is named by
-what it was made from (the index's version and the files held out), so a second run reuses it.
+chunk id), under a new name and uid, and the files are removed from the copy. A collection in
+PostgreSQL is copied into an embedded (SQLite + FAISS) index instead, its stored chunks and vectors
+without the held-out files: nothing is re-embedded and the database is not touched (dense search
+is then exact where the collection's is pgvector's HNSW). The copy is named by what it was made
+from (the index's version and the files held out), so a second run reuses it.
 """
 
 from __future__ import annotations
@@ -35,15 +38,20 @@ def held_out_index(name: str, index_dir: Path, sources: list[str], work_dir: Pat
         if missing:
             raise InvalidInput(f"the question set holds out {missing[0]!r}, which is not in index '{name}' any more; "
                                "make the question set again (ragapp eval --index NAME --make N)")
-        if index.store.kind != "sqlite":
-            raise InvalidInput(f"index '{name}' lives in {index.store.kind}; held-out copies for unanswerable "
-                               "questions are made of SQLite indexes only: make the set with --unanswerable 0, "
-                               "or evaluate a copy indexed with --store sqlite")
         copy = held_out_name(name, index.version(), sources)
         work_dir = Path(work_dir)
         if (work_dir / copy / MANIFEST).exists():
             return copy, work_dir
         tmp = work_dir / f".tmp-{copy}-{uuid.uuid4().hex[:6]}"
+        if index.store.kind != "sqlite":
+            try:
+                _embedded_copy(index, copy, work_dir, tmp, set(sources))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(work_dir / copy, ignore_errors=True)
+            tmp.rename(work_dir / copy)
+            return copy, work_dir
         tmp.mkdir(parents=True)
         try:
             src = sqlite3.connect(f"file:{index.root / STORE}?mode=ro", uri=True)
@@ -64,3 +72,30 @@ def held_out_index(name: str, index_dir: Path, sources: list[str], work_dir: Pat
     shutil.rmtree(work_dir / copy, ignore_errors=True)  # an unfinished copy from an interrupted run
     tmp.rename(work_dir / copy)
     return copy, work_dir
+
+
+def _embedded_copy(index: Index, copy: str, work_dir: Path, tmp: Path, held: set[str]) -> None:
+    """An embedded index at `tmp` holding `index`'s files but `held`: their chunks and stored vectors."""
+    import numpy as np
+
+    from ragapp.index.backend import FileRow
+
+    chunking = index.manifest["chunking"]
+    new = Index.create(copy, work_dir, embedder=index.manifest["embedder"]["name"], store="sqlite", _root=tmp,
+                       chunk_tokens=chunking["chunk_tokens"], overlap=chunking["overlap"], vector_kind="flat")
+    new.close()
+    manifest = dict(new.manifest, embedder=dict(index.manifest["embedder"]))  # the dimension too
+    write_json_atomically(tmp / MANIFEST, manifest)
+    by_content: dict[str, list[dict]] = {}
+    for f in index.store.files():
+        if f["source"] not in held:
+            by_content.setdefault(f["hash"], []).append(f)
+    with Index.open(copy, work_dir, _root=tmp) as out, out.writing():
+        for key, rows in by_content.items():
+            chunks, pages = index.store.stored_chunks(key)
+            ids = index.store.content_chunk_ids(key)
+            vecs = index.embeddings_by_id(ids)
+            with out.store.transaction():
+                out.store.add_content(key, chunks, np.stack([vecs[i] for i in ids]), pages)
+                for f in rows:
+                    out.store.put_file(FileRow(f["source"], key, f["size"], int(f["mtime"] * 1e9), f["root"]))

@@ -604,6 +604,9 @@ class PostgresStore:
         pages = self._x("SELECT pages FROM contents WHERE hash = %s", (key,)).fetchone()[0]
         return [NewChunk(*r) for r in rows], pages
 
+    def content_chunk_ids(self, key: str) -> list[int]:
+        return [r[0] for r in self._x("SELECT id FROM chunks WHERE hash = %s ORDER BY ord", (key,)).fetchall()]
+
     def pages(self) -> int:
         return int(self._x("SELECT COALESCE(SUM(pages), 0) FROM contents").fetchone()[0])
 

@@ -251,6 +251,9 @@ class Store:
         pages = self.db.execute("SELECT pages FROM contents WHERE hash=?", (key,)).fetchone()[0]
         return [NewChunk(*r) for r in rows], pages
 
+    def content_chunk_ids(self, key: str) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE hash=? ORDER BY ord", (key,))]
+
     def pages(self) -> int:
         return int(self.db.execute("SELECT COALESCE(SUM(pages), 0) FROM contents").fetchone()[0])
 

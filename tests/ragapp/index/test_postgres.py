@@ -118,6 +118,27 @@ def test_search_finds_what_sqlite_finds(pair, mode):
     assert pg.search("how long do cats sleep", k=2, mmr=True)[0].source == "notes/cats.txt"
 
 
+def test_a_held_out_copy_of_a_postgres_collection_is_embedded_and_leaves_the_database_alone(pair, tmp_path,
+                                                                                            index_dir, fake_embedder):
+    """ragapp eval's unanswerable questions: the collection without some files, as a local copy."""
+    from ragapp.eval.holdout import held_out_index
+
+    _, pg = pair
+    with Index.open("pg", index_dir) as original:
+        before = chunk_set(original)
+    name, folder = held_out_index("pg", index_dir, ["notes/cats.txt"], tmp_path / "work")
+    assert folder == tmp_path / "work" and name.startswith("pg-without-")
+    with Index.open(name, folder) as copy, Index.open("pg", index_dir) as original:
+        assert copy.info()["store"] == "sqlite" and copy.info()["embedder"] == original.info()["embedder"]
+        assert chunk_set(copy) == [c for c in before if "notes/cats.txt" not in c[0]] != before
+        assert chunk_set(original) == before  # the database is untouched
+    held = Retriever(name, index_dir=folder, embedder=fake_embedder)
+    assert "notes/cats.txt" not in [p.source for p in held.search("how long do cats sleep", k=5)]
+    assert held.search("beagle sirens", k=1)[0].source == pg.search("beagle sirens", k=1)[0].source
+    held.close()
+    assert held_out_index("pg", index_dir, ["notes/cats.txt"], tmp_path / "work") == (name, folder)  # made once
+
+
 FILTERS = [
     {"source": "notes/*"},
     {"source": "cats.txt"},  # no "/": the file name alone
