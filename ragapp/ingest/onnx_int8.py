@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragapp.config import DEFAULT_CACHE_DIR
+from ragapp.ingest.parallel_encode import encode_in_parallel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,35 +138,19 @@ class OnnxInt8Embedder:
 
         batch_size = min(batch_size, self.CPU_BATCH)
         texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
-        # longest first, so that each batch holds texts of similar length (little padding)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        batches = [order[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+            return np.zeros((0, self.dim), dtype=np.float32)
         bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="embedding", unit=" chunks")
-        # tokenizing stays in this thread (a fast tokenizer must not be used from two at once);
-        # onnxruntime releases the GIL while a session runs
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="ragapp-onnx") as pool:
-            running = []
-            for idx in batches:
-                running.append((idx, pool.submit(self._run, self._features([texts[i] for i in idx]))))
-                while len(running) > 2 * self.workers:  # bound the tokenized batches in memory
-                    done_idx, future = running.pop(0)
-                    out[done_idx] = future.result()
-                    if bar is not None:
-                        bar.update(len(done_idx))
-            for done_idx, future in running:
-                out[done_idx] = future.result()
-                if bar is not None:
-                    bar.update(len(done_idx))
-        if bar is not None:
-            bar.close()
-        return out
+        try:
+            return encode_in_parallel(texts, self.dim, batch_size, self.workers, self._features, self._run,
+                                      done=bar.update if bar is not None else None, name="ragapp-onnx")
+        finally:
+            if bar is not None:
+                bar.close()
 
     def encode_query(self, text: str) -> np.ndarray:
         return self._run(self._features([text]))[0]
