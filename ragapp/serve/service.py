@@ -326,14 +326,16 @@ class RagService:
         first = fixed.name if fixed is not None else embed.canonical_name(self.config.embedder)
         return list(dict.fromkeys([first, *embed.BUNDLED]))
 
-    def new_collection_embedder(self, choice: str | None = None) -> LockedEmbedder:
-        if choice:
-            name = embed.canonical_name(choice)
-            if name not in self.embedder_choices:
-                raise InvalidInput(f"embedder {choice!r} is not offered by this server; choose one of: "
-                                   f"{', '.join(self.embedder_choices)}")
-            return self.embedder_for(name)
-        return self.embedder_for(self.embedder_choices[0])
+    def embedder_choice(self, choice: str | None = None) -> str:
+        """The embedder name a new collection gets: `choice` (checked), else the server's. Only a
+        name: the model is loaded when a collection is really created with it."""
+        if not choice:
+            return self.embedder_choices[0]
+        name = embed.canonical_name(choice)
+        if name not in self.embedder_choices:
+            raise InvalidInput(f"embedder {choice!r} is not offered by this server; choose one of: "
+                               f"{', '.join(self.embedder_choices)}")
+        return name
 
     def session(self, backend: str, model: str | None, embedder_name: str):
         if backend not in BACKENDS:
@@ -358,7 +360,7 @@ class RagService:
         if self.default_backend == "extractive":
             return None
         try:
-            session = self.session(self.default_backend, self.config.model, self.new_collection_embedder().name)
+            session = self.session(self.default_backend, self.config.model, self.embedder_choice())
             session.generator  # noqa: B018 - loads it
             return None
         except RagError as err:
@@ -437,7 +439,7 @@ class RagService:
         """Save the files (limits, safe names) into the collection's upload folder, then index them in the background.
         `embedder`: for a new collection (one of embedder_choices; default: the server's); an existing one keeps its own."""
         owner = self.owner(user)
-        new_embedder = self.new_collection_embedder(embedder)
+        new_embedder = self.embedder_choice(embedder)
         if not self.writable(user, check_name(collection.strip())):
             raise Forbidden(f"collection {collection!r} is shared read-only; upload into a collection of your own")
         collection = collection.strip()
@@ -455,20 +457,20 @@ class RagService:
         n = len(saved)
         return self._submit(owner, collection, real, f"{n} uploaded file{'s' if n != 1 else ''}", work)
 
-    def _ensure_collection(self, real: str, embedder: LockedEmbedder | None = None) -> None:
-        """Create the index of a new collection (with `embedder`, or the server's for new collections)."""
+    def _ensure_collection(self, real: str, embedder: str) -> None:
+        """Create the index of a new collection with the embedder named (see embedder_choice)."""
         with self._write_lock(real):
             try:
                 Index.open(real, self.config.index_dir).close()
             except IndexNotFound:
-                Index.create(real, self.config.index_dir, embedder=embedder or self.new_collection_embedder()).close()
+                Index.create(real, self.config.index_dir, embedder=self.embedder_for(embedder)).close()
 
     def index_folder(self, user: str | None, collection: str, folder: str | Path, *, trusted: bool = False,
                      embedder: str | None = None) -> Job:
         """Index (incrementally) a folder on the server's disk into a collection, in the background.
         `embedder`: as for upload."""
         owner = self.owner(user) if not trusted else "server"
-        new_embedder = self.new_collection_embedder(embedder)
+        new_embedder = self.embedder_choice(embedder)
         collection = check_name(str(collection).strip())
         if not trusted and not self.writable(user, collection):
             raise Forbidden(f"collection {collection!r} is shared read-only; index into a collection of your own")
