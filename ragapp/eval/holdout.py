@@ -43,35 +43,32 @@ def held_out_index(name: str, index_dir: Path, sources: list[str], work_dir: Pat
         if (work_dir / copy / MANIFEST).exists():
             return copy, work_dir
         tmp = work_dir / f".tmp-{copy}-{uuid.uuid4().hex[:6]}"
-        if index.store.kind != "sqlite":
-            try:
-                _embedded_copy(index, copy, work_dir, tmp, set(sources))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(work_dir / copy, ignore_errors=True)
-            tmp.rename(work_dir / copy)
-            return copy, work_dir
-        tmp.mkdir(parents=True)
+        make = _sqlite_copy if index.store.kind == "sqlite" else _embedded_copy
         try:
-            src = sqlite3.connect(f"file:{index.root / STORE}?mode=ro", uri=True)
-            dst = sqlite3.connect(tmp / STORE)
-            with dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
-            for f in index.root.glob("vectors-*.faiss"):
-                shutil.copy2(f, tmp / f.name)
-            manifest = dict(index.manifest, name=copy, uid=uuid.uuid4().hex)
-            write_json_atomically(tmp / MANIFEST, manifest)
-            with Index.open(copy, work_dir, _root=tmp) as held:  # removed before the copy gets its name
-                held.remove_files(sorted(set(sources)))
+            make(index, copy, work_dir, tmp, set(sources))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     shutil.rmtree(work_dir / copy, ignore_errors=True)  # an unfinished copy from an interrupted run
     tmp.rename(work_dir / copy)
     return copy, work_dir
+
+
+def _sqlite_copy(index: Index, copy: str, work_dir: Path, tmp: Path, held: set[str]) -> None:
+    """A copy of the SQLite index at `tmp` (SQLite's backup API, the FAISS file alongside) without `held`."""
+    tmp.mkdir(parents=True)
+    src = sqlite3.connect(f"file:{index.root / STORE}?mode=ro", uri=True)
+    dst = sqlite3.connect(tmp / STORE)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    for f in index.root.glob("vectors-*.faiss"):
+        shutil.copy2(f, tmp / f.name)
+    manifest = dict(index.manifest, name=copy, uid=uuid.uuid4().hex)
+    write_json_atomically(tmp / MANIFEST, manifest)
+    with Index.open(copy, work_dir, _root=tmp) as out:  # removed before the copy gets its name
+        out.remove_files(sorted(held))
 
 
 def _embedded_copy(index: Index, copy: str, work_dir: Path, tmp: Path, held: set[str]) -> None:
