@@ -17,6 +17,14 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {date.today()}"
 
 
+def publish(name: str, markdown: str, write: bool = True) -> None:
+    """A benchmark's table: into its section of BENCHMARKS.md (and printed), or only printed (--no-write)."""
+    if write:
+        write_section(name, markdown)
+    else:
+        print(markdown)
+
+
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the block between <!-- BEGIN name --> and <!-- END name -->."""
     text = path.read_text() if path.exists() else HEADER

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import machine, publish  # noqa: E402
 from ragapp.config import DEFAULT_LLM_MODEL, SHARED_DATA  # noqa: E402
 
 FAIRYTALE = SHARED_DATA / "train" / "fairytaleqa" / "data-by-train-split"
@@ -189,10 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     flags = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-write")
     lines += ["", f"Remake: `{('nice -n 10 .venv/bin/python benchmarks/bench_answers.py ' + flags).strip()}`"]
     md = "\n".join(lines)
-    if args.no_write:
-        print(md)
-    else:
-        write_section("answers", md)
+    publish("answers", md, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -191,17 +191,12 @@ def main(argv=None) -> int:
                     "e5, N questions about them and N about others (section chinese-gate)")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = ap.parse_args(argv)
-    if args.gate:
-        from benchmarks._report import write_section
+    from benchmarks._report import machine, publish
 
-        text = gate_check(args.gate)
-        if args.no_write:
-            print(text)
-        else:
-            write_section("chinese-gate", text)
+    if args.gate:
+        publish("chinese-gate", gate_check(args.gate), write=not args.no_write)
         return 0
 
-    from benchmarks._report import machine, write_section
     from ragapp.index.bm25 import BM25Params
     from ragapp.ingest.embed import load_embedder
     from ragapp.retrieve.retriever import Retriever, RetrieverConfig
@@ -283,10 +278,7 @@ def main(argv=None) -> int:
         f"{ans['gate passes']:.1%} of these answerable questions through.",
     ]
     text = "\n".join(md)
-    if args.no_write:
-        print(text)
-    else:
-        write_section("chinese", text)
+    publish("chinese", text, write=not args.no_write)
     return 0
 
 

@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import machine, publish
     from llm.checkpoint import save_pretrained
     from llm.config import get_preset
     from llm.generate import _token_steps, generate, generate_ids
@@ -153,10 +153,7 @@ def main(argv=None) -> None:
               "model's matrix-vector products, bound by memory bandwidth, take over (14m). The CPU is shared with "
               "other jobs: repetitions are interleaved so both sides see the same load, but absolute numbers vary."]
     markdown = "\n".join(lines)
-    if args.no_write:
-        print(markdown)
-    else:
-        write_section("generation", markdown)
+    publish("generation", markdown, write=not args.no_write)
 
 
 def smollm2(args) -> None:
@@ -166,7 +163,7 @@ def smollm2(args) -> None:
     from transformers import AutoConfig, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import machine, publish
     from llm.checkpoint import load_pretrained
     from llm.generate import generate_ids
     from llm.hf import import_hf, packaged_gguf
@@ -236,9 +233,7 @@ def smollm2(args) -> None:
               "by the quality report before the app uses it). Targets (default-model issue): first token <= 1.5 s, "
               "decode >= 20 tokens/s and >= 1.3x transformers."]
     markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section("generation-smollm2", markdown)
+    publish("generation-smollm2", markdown, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -297,12 +297,9 @@ def main() -> None:
     if "speed" not in parts:
         sys.exit("no speed result yet: run without --no-speed once")
     md = table(parts["speed"], parts.get("scifact"))
-    if args.no_write:
-        print(md)
-    else:
-        from benchmarks._report import write_section
+    from benchmarks._report import publish
 
-        write_section("indexing", md)
+    publish("indexing", md, write=not args.no_write)
 
 
 if __name__ == "__main__":

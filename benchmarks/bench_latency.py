@@ -436,14 +436,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     WORK.mkdir(parents=True, exist_ok=True)
-    from benchmarks._report import write_section
+    from benchmarks._report import publish
 
     model = VectorModel()
     print(model.source, flush=True)
     # Each table is its own BENCHMARKS.md section, written as soon as it is measured.
     if args.sizes:
         text = latency_report(latency(args.sizes, args.queries, model, args.kinds), args.queries, model)
-        print(text) if args.no_write else write_section("latency", text)
+        publish("latency", text, write=not args.no_write)
     if args.ann_size:
         rows = ann_recall(args.ann_size, args.queries, model, args.ann_stores)
         saved = WORK / f"ann-{args.ann_size}.json"
@@ -454,7 +454,7 @@ def main(argv=None) -> None:
         # An hour of measurements: keep them, in case formatting the table fails.
         (WORK / f"ann-{args.ann_size}.json").write_text(json.dumps(rows, indent=1))
         text = ann_report(rows, args.ann_size, model)
-        print(text) if args.no_write else write_section("ann-recall", text)
+        publish("ann-recall", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def main() -> int:
                 proc.kill()
         tmp.cleanup()
 
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import machine, publish
 
     rows = [
         f"Load test: {args.sessions} concurrent chat sessions, {args.seconds:.0f} s per run, against `ragapp serve` "
@@ -249,10 +249,7 @@ def main() -> int:
         kinds = sorted(set(errors))
         rows += ["", "Errors: " + "; ".join(f"{k} ×{errors.count(k)}" for k in kinds[:5])]
     table = "\n".join(rows)
-    if args.no_write:
-        print(table)
-    else:
-        write_section("load", table)
+    publish("load", table, write=not args.no_write)
     return 1 if errors else 0
 
 

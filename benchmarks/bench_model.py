@@ -96,7 +96,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import machine, publish
     from ragapp.generate.llm_backend import LLMGenerator
 
     gen = LLMGenerator(Path(args.model), device="cpu")
@@ -139,10 +139,7 @@ def main(argv=None) -> None:
     lines += ["", "Serving never builds a prompt longer than the context minus the answer budget "
               "(`ragapp.answer.prompt.fit_passages`), so the 448-token row is what `ragapp ask` pays per answer."]
     md = "\n".join(lines)
-    if args.no_write:
-        print(md)
-    else:
-        write_section("default model speed", md)
+    publish("default model speed", md, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -172,12 +172,9 @@ def main(argv=None) -> None:
     gc.collect()
     rows += faiss_rows(vecs, queries, truth)
     text = report(args.n, rows, model.source, qsource)
-    if args.no_write:
-        print(text)
-    else:
-        from benchmarks._report import write_section
+    from benchmarks._report import publish
 
-        write_section("postgres-ann", text)
+    publish("postgres-ann", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

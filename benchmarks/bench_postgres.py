@@ -345,15 +345,13 @@ def main(argv=None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.pop("RAGAPP_DATABASE_URL", None)
     WORK.mkdir(parents=True, exist_ok=True)
+    from benchmarks._report import publish
     from ragapp.retrieve.retriever import RetrieverConfig
 
     url, stop = (args.url, lambda: None) if args.url else start_server()
     try:
         if args.scifact:
-            from benchmarks._report import write_section
-
-            text = scifact(url)
-            print(text) if args.no_write else write_section("postgres-scifact", text)
+            publish("postgres-scifact", scifact(url), write=not args.no_write)
             return
         model = VectorModel()
         print(model.source, flush=True)
@@ -380,12 +378,7 @@ def main(argv=None) -> None:
         text = report(args.n, fills, ann, search, args.queries, model.source, percentile(round_trip, 50))
     finally:
         stop()
-    if args.no_write:
-        print(text)
-    else:
-        from benchmarks._report import write_section
-
-        write_section("postgres", text)
+    publish("postgres", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

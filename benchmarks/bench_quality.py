@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import machine, publish  # noqa: E402
 from ragapp.eval import evaluate as ev  # noqa: E402  (light: heavy imports happen inside run)
 
 
@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Remake: `{' '.join(['nice -n 10 .venv/bin/python benchmarks/bench_quality.py', flags]).strip()}`",
     ])
-    if args.no_write:
-        print(md)
-    else:
-        write_section("quality", md)
+    publish("quality", md, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import machine, publish
     from benchmarks.beir import load_beir
     from ragapp.ingest.embed import load_embedder
 
@@ -199,10 +199,7 @@ def main(argv=None) -> None:
             print(f"{label}: {tr}", flush=True)
             lines.append(f"| {label} | {tr['ndcg@10']:.3f} | {tr['recall@100']:.3f} |")
     text = "\n".join(lines)
-    if args.no_write:
-        print(text)
-    else:
-        write_section("retrieval-quality" + (f"-{name}" if args.embedder else ""), text)
+    publish("retrieval-quality" + (f"-{name}" if args.embedder else ""), text, write=not args.no_write)
 
 
 if __name__ == "__main__":
